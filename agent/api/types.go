@@ -138,3 +138,13 @@ type Worker struct {
 	Queues           json.RawMessage `json:"queues,omitempty"`
 	Tags             []string        `json:"tags,omitempty"`
 }
+
+// Project is one element of projects.get_all.
+type Project struct {
+	ID          string   `json:"id"`
+	Name        string   `json:"name"`
+	BaseName    string   `json:"basename,omitempty"`
+	Description string   `json:"description,omitempty"`
+	Tags        []string `json:"tags,omitempty"`
+	SystemTags  []string `json:"system_tags,omitempty"`
+}

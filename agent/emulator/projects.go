@@ -1,0 +1,53 @@
+package emulator
+
+import "slices"
+
+func (s *Server) projectsCreate(c *call) (any, *apiError) {
+	name, err := c.str("name", true)
+	if err != nil {
+		return nil, err
+	}
+	desc, err := c.str("description", false)
+	if err != nil {
+		return nil, err
+	}
+	for _, id := range s.projOrder {
+		if getStr(s.projects[id], "name") == name {
+			return nil, errNotUnique("project", name)
+		}
+	}
+	id := newID()
+	s.projects[id] = map[string]any{"id": id, "name": name, "description": desc, "created": fmtTime(c.now),
+		"user": c.identity.User, "company": map[string]any{"id": c.identity.Company}, "basename": name}
+	s.projOrder = append(s.projOrder, id)
+	s.changed()
+	return map[string]any{"id": id}, nil
+}
+
+func (s *Server) projectsGetAll(c *call) (any, *apiError) {
+	ids, err := c.strList("id")
+	if err != nil {
+		return nil, err
+	}
+	fields, err := c.strList("only_fields")
+	if err != nil {
+		return nil, err
+	}
+	name, err := c.str("name", false)
+	if err != nil {
+		return nil, err
+	}
+	re, err := nameFilter(name)
+	if err != nil {
+		return nil, err
+	}
+	out := []any{}
+	for _, id := range s.projOrder {
+		p := s.projects[id]
+		if len(ids) > 0 && !slices.Contains(ids, id) || re != nil && !re.MatchString(getStr(p, "name")) {
+			continue
+		}
+		out = append(out, project(p, fields))
+	}
+	return map[string]any{"projects": out}, nil
+}

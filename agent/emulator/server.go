@@ -1,0 +1,496 @@
+package emulator
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gpufleet/clearml-agent-go/agent/api"
+)
+
+// Options configures a Server. The zero value is usable: no credentials
+// (add some with AddCredentials), 24h tokens, no snapshot, 600 s worker
+// timeout, API version 2.31, the wall clock and a discarding logger.
+type Options struct {
+	// Credentials maps access key -> secret key.
+	Credentials map[string]string
+	// TokenTTL is the lifetime of tokens issued by auth.login when the
+	// request does not ask for expiration_sec. Default 24h.
+	TokenTTL time.Duration
+	// SnapshotPath, when set, is a JSON file loaded by New and rewritten
+	// atomically (debounced) after changes and on Close.
+	SnapshotPath string
+	// WorkerTimeout is how long a worker stays listed without activity when
+	// workers.register did not send a timeout. Default 600 s.
+	WorkerTimeout time.Duration
+	// APIVersion is the server's max API version, reported in tokens and
+	// envelopes. Default "2.31".
+	APIVersion string
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+	// Logger receives one line per failed call and snapshot errors.
+	Logger *slog.Logger
+}
+
+// ServerVersion is the server_version claim of issued tokens.
+const ServerVersion = "2.0.0-emulator"
+
+// TaskUpdateTimeout is apiserver.workers.task_update_timeout: a task whose
+// last_update is older than this is no longer "run by a worker" for tasks.stop.
+const TaskUpdateTimeout = 600 * time.Second
+
+// OutageMode selects how calls fail while the server is down.
+type OutageMode int
+
+const (
+	// OutageNone serves normally.
+	OutageNone OutageMode = iota
+	// Outage503 answers every call with HTTP 503 and an error envelope.
+	Outage503
+	// OutageReset closes every connection without an answer.
+	OutageReset
+)
+
+// Server is the emulator. All state lives behind one mutex so every call is
+// atomic with respect to every other call.
+type Server struct {
+	opts Options
+	log  *slog.Logger
+
+	mu         sync.Mutex
+	creds      map[string]string
+	signingKey []byte
+	tasks      map[string]map[string]any // task id -> document
+	taskOrder  []string                  // creation order
+	queues     map[string]*api.Queue
+	queueOrder []string
+	projects   map[string]map[string]any
+	projOrder  []string
+	workers    map[string]*worker
+	events     map[string][]storedEvent
+	eventSeq   int64
+	requests   map[string]int
+	outage     OutageMode
+
+	saveMu    sync.Mutex // serialises snapshot writes
+	dirty     chan struct{}
+	closeOnce sync.Once
+	done      chan struct{}
+	saverDone chan struct{}
+}
+
+// New builds a Server, loading opts.SnapshotPath when it exists. A snapshot
+// that cannot be read is logged and ignored (the server starts empty).
+func New(opts Options) *Server {
+	if opts.TokenTTL <= 0 {
+		opts.TokenTTL = 24 * time.Hour
+	}
+	if opts.WorkerTimeout <= 0 {
+		opts.WorkerTimeout = 600 * time.Second
+	}
+	if opts.APIVersion == "" {
+		opts.APIVersion = "2.31"
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{
+		opts:      opts,
+		log:       opts.Logger.With("component", "emulator"),
+		creds:     map[string]string{},
+		tasks:     map[string]map[string]any{},
+		queues:    map[string]*api.Queue{},
+		projects:  map[string]map[string]any{},
+		workers:   map[string]*worker{},
+		events:    map[string][]storedEvent{},
+		requests:  map[string]int{},
+		dirty:     make(chan struct{}, 1),
+		done:      make(chan struct{}),
+		saverDone: make(chan struct{}),
+	}
+	s.signingKey = make([]byte, 32)
+	_, _ = rand.Read(s.signingKey)
+	for k, v := range opts.Credentials {
+		s.creds[k] = v
+	}
+	if opts.SnapshotPath != "" {
+		if err := s.loadSnapshot(opts.SnapshotPath); err != nil {
+			s.log.Error("snapshot not loaded; starting empty", "path", opts.SnapshotPath, "err", err)
+		}
+		go s.saver()
+	} else {
+		close(s.saverDone)
+	}
+	return s
+}
+
+// Close flushes the snapshot (when configured) and stops the background
+// saver. It is safe to call more than once. The handler keeps answering.
+func (s *Server) Close() error {
+	var err error
+	s.closeOnce.Do(func() {
+		close(s.done)
+		<-s.saverDone
+		if s.opts.SnapshotPath != "" {
+			err = s.saveSnapshot()
+		}
+	})
+	return err
+}
+
+// changed marks the state dirty for the debounced snapshot saver. Callers
+// hold s.mu.
+func (s *Server) changed() {
+	select {
+	case s.dirty <- struct{}{}:
+	default:
+	}
+}
+
+func newID() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// fmtTime renders times the way clearml-server does (ISO 8601, UTC, micro-
+// seconds, explicit offset).
+func fmtTime(t time.Time) string {
+	return t.UTC().Format("2006-01-02T15:04:05.000000+00:00")
+}
+
+func parseTime(s string) (time.Time, bool) {
+	for _, layout := range []string{"2006-01-02T15:04:05.000000+00:00", time.RFC3339Nano} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t, true
+		}
+	}
+	return time.Time{}, false
+}
+
+// call is one decoded API request.
+type call struct {
+	endpoint string
+	version  string
+	body     []byte
+	data     map[string]json.RawMessage
+	header   http.Header
+	remote   string
+	query    map[string][]string
+	identity identity
+	now      time.Time
+}
+
+type handlerFunc func(s *Server, c *call) (any, *apiError)
+
+// endpoints lists every served endpoint. Anything else is 404, as on the real
+// open-source server (which, for instance, has no workers.set_runtime_properties).
+var endpoints = map[string]handlerFunc{
+	"tasks.create":           (*Server).tasksCreate,
+	"tasks.get_by_id":        (*Server).tasksGetByID,
+	"tasks.get_all":          (*Server).tasksGetAll,
+	"tasks.edit":             (*Server).tasksEdit,
+	"tasks.enqueue":          (*Server).tasksEnqueue,
+	"tasks.dequeue":          (*Server).tasksDequeue,
+	"tasks.started":          (*Server).tasksStarted,
+	"tasks.stopped":          statusEndpoint("stopped"),
+	"tasks.failed":           statusEndpoint("failed"),
+	"tasks.completed":        (*Server).tasksCompleted,
+	"tasks.close":            statusEndpoint("closed"),
+	"tasks.publish":          statusEndpoint("published"),
+	"tasks.ping":             (*Server).tasksPing,
+	"tasks.stop":             (*Server).tasksStop,
+	"tasks.reset":            (*Server).tasksReset,
+	"tasks.clone":            (*Server).tasksClone,
+	"tasks.set_requirements": (*Server).tasksSetRequirements,
+	"tasks.get_hyper_params": (*Server).tasksGetHyperParams,
+	"queues.create":          (*Server).queuesCreate,
+	"queues.get_all":         (*Server).queuesGetAll,
+	"queues.get_by_id":       (*Server).queuesGetByID,
+	"queues.get_default":     (*Server).queuesGetDefault,
+	"queues.get_next_task":   (*Server).queuesGetNextTask,
+	"queues.add_task":        (*Server).queuesAddTask,
+	"queues.remove_task":     (*Server).queuesRemoveTask,
+	"workers.register":       (*Server).workersRegister,
+	"workers.unregister":     (*Server).workersUnregister,
+	"workers.status_report":  (*Server).workersStatusReport,
+	"workers.get_all":        (*Server).workersGetAll,
+	"events.add_batch":       (*Server).eventsAddBatch,
+	"events.get_task_log":    (*Server).eventsGetTaskLog,
+	"projects.get_all":       (*Server).projectsGetAll,
+	"projects.create":        (*Server).projectsCreate,
+}
+
+var pathRE = regexp.MustCompile(`^/?(v(\d+\.?\d+)/)?([a-zA-Z_]\w+\.[a-zA-Z_]\w+)/?$`)
+
+// Handler serves the ClearML REST API: /<svc>.<action> and
+// /v<X.Y>/<svc>.<action>, with GET+JSON body or POST.
+func (s *Server) Handler() http.Handler {
+	return http.HandlerFunc(s.serve)
+}
+
+func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	outage := s.outage
+	s.mu.Unlock()
+	if outage == OutageReset {
+		if hj, ok := w.(http.Hijacker); ok {
+			if conn, _, err := hj.Hijack(); err == nil {
+				_ = conn.Close()
+				return
+			}
+		}
+		panic(http.ErrAbortHandler) // HTTP/2 or a recorder: abort the stream
+	}
+
+	m := pathRE.FindStringSubmatch(r.URL.Path)
+	reqVersion := s.opts.APIVersion
+	name := ""
+	if m != nil {
+		name = m[3]
+		if m[2] != "" {
+			reqVersion = m[2]
+		}
+	}
+	s.mu.Lock()
+	key := name
+	if key == "" {
+		key = r.URL.Path
+	}
+	s.requests[key]++
+	s.mu.Unlock()
+
+	if outage == Outage503 {
+		s.reply(w, name, reqVersion, nil, errOutage())
+		return
+	}
+	if m == nil {
+		s.reply(w, name, reqVersion, nil, errMalformedPath(r.URL.Path))
+		return
+	}
+	if _, err := strconv.ParseFloat(reqVersion, 64); err != nil {
+		s.reply(w, name, reqVersion, nil, errInvalidVersion(reqVersion))
+		return
+	}
+	if name == "auth.login" {
+		data, aerr := s.authLogin(r)
+		s.reply(w, name, reqVersion, data, aerr)
+		return
+	}
+	h, ok := endpoints[name]
+	if !ok {
+		s.reply(w, name, reqVersion, nil, errEndpointNotFound(name, reqVersion))
+		return
+	}
+	id, aerr := s.authenticate(r)
+	if aerr != nil {
+		s.reply(w, name, reqVersion, nil, aerr)
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, 64<<20))
+	if err != nil {
+		s.reply(w, name, reqVersion, nil, errBadBody(err.Error()))
+		return
+	}
+	c := &call{endpoint: name, version: reqVersion, body: body, header: r.Header, remote: r.RemoteAddr, query: r.URL.Query(), identity: id}
+	if name != "events.add_batch" {
+		if c.data, aerr = decodeObject(body, c.query); aerr != nil {
+			s.reply(w, name, reqVersion, nil, aerr)
+			return
+		}
+	}
+	s.mu.Lock()
+	c.now = s.opts.Now()
+	s.expireWorkers(c.now)
+	data, aerr := h(s, c)
+	s.mu.Unlock()
+	s.reply(w, name, reqVersion, data, aerr)
+}
+
+// decodeObject parses a JSON object body; an empty body is {}. Query
+// parameters fill keys the body does not set (the real server merges them).
+func decodeObject(body []byte, query map[string][]string) (map[string]json.RawMessage, *apiError) {
+	data := map[string]json.RawMessage{}
+	if len(bytes.TrimSpace(body)) > 0 {
+		if err := json.Unmarshal(body, &data); err != nil {
+			return nil, errBadBody(err.Error())
+		}
+		if data == nil { // body was "null"
+			data = map[string]json.RawMessage{}
+		}
+	}
+	for k, vs := range query {
+		if _, ok := data[k]; ok || len(vs) == 0 {
+			continue
+		}
+		v := vs[len(vs)-1]
+		if v == "true" || v == "false" || json.Valid([]byte(v)) && (strings.HasPrefix(v, "[") || strings.HasPrefix(v, "{")) {
+			data[k] = json.RawMessage(v)
+		} else if _, err := strconv.ParseFloat(v, 64); err == nil {
+			data[k] = json.RawMessage(v)
+		} else {
+			b, _ := json.Marshal(v)
+			data[k] = b
+		}
+	}
+	return data, nil
+}
+
+type envelope struct {
+	Meta meta `json:"meta"`
+	Data any  `json:"data"`
+}
+
+type meta struct {
+	ID            string         `json:"id"`
+	Trx           string         `json:"trx"`
+	Endpoint      endpointMeta   `json:"endpoint"`
+	ResultCode    int            `json:"result_code"`
+	ResultSubcode int            `json:"result_subcode"`
+	ResultMsg     string         `json:"result_msg"`
+	ErrorStack    *string        `json:"error_stack"`
+	ErrorData     map[string]any `json:"error_data"`
+}
+
+type endpointMeta struct {
+	Name             string `json:"name"`
+	RequestedVersion string `json:"requested_version"`
+	ActualVersion    string `json:"actual_version"`
+}
+
+func (s *Server) reply(w http.ResponseWriter, name, version string, data any, aerr *apiError) {
+	id := newID()
+	env := envelope{Meta: meta{
+		ID: id, Trx: id,
+		Endpoint:   endpointMeta{Name: name, RequestedVersion: version, ActualVersion: s.actualVersion(version)},
+		ResultCode: http.StatusOK, ResultMsg: "OK", ErrorData: map[string]any{},
+	}}
+	if aerr != nil {
+		env.Meta.ResultCode, env.Meta.ResultSubcode, env.Meta.ResultMsg = aerr.code, aerr.subcode, aerr.msg
+		env.Data = map[string]any{}
+		s.log.Info("call failed", "endpoint", name, "code", aerr.code, "subcode", aerr.subcode, "msg", aerr.msg)
+	} else if data == nil {
+		env.Data = map[string]any{}
+	} else {
+		env.Data = data
+	}
+	b, err := json.Marshal(env)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(env.Meta.ResultCode)
+	_, _ = w.Write(b)
+}
+
+// actualVersion is the endpoint version that served the call: the requested
+// one, capped at the server's max.
+func (s *Server) actualVersion(requested string) string {
+	r, err1 := strconv.ParseFloat(requested, 64)
+	m, err2 := strconv.ParseFloat(s.opts.APIVersion, 64)
+	if err1 != nil || err2 != nil || r > m {
+		return s.opts.APIVersion
+	}
+	return requested
+}
+
+// field decodes data[name] into out. Missing or null fields leave out alone
+// and return false; required fields report a validation error.
+func (c *call) field(name string, out any, required bool) (bool, *apiError) {
+	raw, ok := c.data[name]
+	if !ok || string(raw) == "null" {
+		if required {
+			return false, errFieldRequired(name)
+		}
+		return false, nil
+	}
+	if err := json.Unmarshal(raw, out); err != nil {
+		return false, errValidation(name, "invalid value: "+err.Error())
+	}
+	return true, nil
+}
+
+// str reads a string field; required strings must also be non-empty.
+func (c *call) str(name string, required bool) (string, *apiError) {
+	var v string
+	if _, err := c.field(name, &v, required); err != nil {
+		return "", err
+	}
+	if required && v == "" {
+		return "", errFieldRequired(name)
+	}
+	return v, nil
+}
+
+func (c *call) boolean(name string) (bool, *apiError) {
+	var v bool
+	_, err := c.field(name, &v, false)
+	return v, err
+}
+
+// strList accepts a list of strings or a single string.
+func (c *call) strList(name string) ([]string, *apiError) {
+	raw, ok := c.data[name]
+	if !ok || string(raw) == "null" {
+		return nil, nil
+	}
+	var list []string
+	if err := json.Unmarshal(raw, &list); err == nil {
+		return list, nil
+	}
+	var one string
+	if err := json.Unmarshal(raw, &one); err != nil {
+		return nil, errValidation(name, "expected a list of strings")
+	}
+	return []string{one}, nil
+}
+
+// SetDown starts (true) or ends (false) a simulated outage in which every
+// call gets HTTP 503. See SetOutage for dropped connections.
+func (s *Server) SetDown(down bool) {
+	if down {
+		s.SetOutage(Outage503)
+	} else {
+		s.SetOutage(OutageNone)
+	}
+}
+
+// SetOutage selects how calls fail; OutageNone ends the outage.
+func (s *Server) SetOutage(m OutageMode) {
+	s.mu.Lock()
+	s.outage = m
+	s.mu.Unlock()
+}
+
+// Requests returns how many calls each endpoint ("tasks.get_all",
+// "auth.login", ...) has received, failed ones included. Unparseable paths
+// are counted under the raw path.
+func (s *Server) Requests() map[string]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]int, len(s.requests))
+	for k, v := range s.requests {
+		out[k] = v
+	}
+	return out
+}
+
+// ResetRequests zeroes the request counters.
+func (s *Server) ResetRequests() {
+	s.mu.Lock()
+	s.requests = map[string]int{}
+	s.mu.Unlock()
+}

@@ -1,0 +1,288 @@
+package process
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// LineSink receives every output line, in order, from a single goroutine.
+type LineSink func(Line)
+
+// Spec says what to run and how to treat its output.
+type Spec struct {
+	Path string   // executable; a bare name is looked up in PATH
+	Args []string // arguments, without argv[0]
+	Dir  string   // working directory; "" = the agent's
+	Env  []string // full environment; nil = the agent's own environment
+
+	// Sink receives the output lines; nil discards them.
+	Sink LineSink
+	// SplitStderr reads stderr from its own pipe so lines carry Stream=Stderr.
+	// The order between the two streams is then only the order in which the
+	// agent read them. When false (the reference agent's behaviour) stderr is
+	// the same pipe as stdout and the order is exact.
+	SplitStderr bool
+	// KeepCarriageReturn is the inverse of agent.suppress_carriage_return:
+	// false (default) keeps only the last '\r' segment of a line (progress
+	// bars), true turns every '\r' into a line break.
+	KeepCarriageReturn bool
+	// MaxLineBytes splits longer lines into chunks; 0 = DefaultMaxLineBytes.
+	MaxLineBytes int
+	// CancelGrace is the grace Terminate gets when ctx passed to Start is
+	// cancelled; 0 = SIGKILL at once, as the reference agent aborts a task.
+	CancelGrace time.Duration
+	// OutputDrain bounds how long to wait, after the group was killed, for
+	// output from processes that left the group but hold the pipe open;
+	// 0 = 2 s.
+	OutputDrain time.Duration
+}
+
+// Process is a started command running in its own process group.
+type Process struct {
+	cmd    *exec.Cmd
+	pid    int
+	exited chan struct{} // the leader exited
+	done   chan struct{}
+
+	mu         sync.Mutex
+	leaderGone bool // the leader exited: the group id may not be signalled any more
+	terminated bool
+	result     ExitResult
+}
+
+// Start runs spec in a new process group. When the command cannot be started
+// it returns the error and also a Process that is already done, whose Wait
+// reports NotStarted. Cancelling ctx terminates the group with
+// spec.CancelGrace.
+func Start(ctx context.Context, spec Spec) (*Process, error) {
+	p := &Process{exited: make(chan struct{}), done: make(chan struct{})}
+	fail := func(err error) (*Process, error) {
+		p.result = ExitResult{Code: -1, NotStarted: true, StartErr: err}
+		close(p.exited)
+		close(p.done)
+		return p, p.result
+	}
+	if spec.Path == "" {
+		return fail(errors.New("process: empty Spec.Path; set it to the program to run"))
+	}
+	if err := ctx.Err(); err != nil {
+		return fail(fmt.Errorf("process: %q not started: %w", spec.Path, err))
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return fail(fmt.Errorf("process: pipe for %q: %w", spec.Path, err))
+	}
+	readers := []*os.File{outR}
+	writers := []*os.File{outW}
+	errW := outW
+	if spec.SplitStderr {
+		errR, w, err := os.Pipe()
+		if err != nil {
+			outR.Close()
+			outW.Close()
+			return fail(fmt.Errorf("process: pipe for %q: %w", spec.Path, err))
+		}
+		readers = append(readers, errR)
+		writers = append(writers, w)
+		errW = w
+	}
+	cmd := exec.Command(spec.Path, spec.Args...)
+	cmd.Dir = spec.Dir
+	cmd.Env = spec.Env
+	cmd.Stdout = outW
+	cmd.Stderr = errW
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	err = cmd.Start()
+	for _, w := range writers {
+		w.Close() // the child holds its own copies
+	}
+	if err != nil {
+		for _, r := range readers {
+			r.Close()
+		}
+		return fail(fmt.Errorf("process: start %q (dir %q): %w; check that the program exists and is executable", spec.Path, spec.Dir, err))
+	}
+	p.cmd = cmd
+	p.pid = cmd.Process.Pid
+
+	lines := make(chan Line, 256)
+	var readWG sync.WaitGroup
+	for i, r := range readers {
+		stream := Stdout
+		if i == 1 {
+			stream = Stderr
+		}
+		sp := newSplitter(stream, spec.KeepCarriageReturn, spec.MaxLineBytes, func(l Line) { lines <- l })
+		readWG.Add(1)
+		go func() {
+			defer readWG.Done()
+			readInto(r, sp)
+		}()
+	}
+	sinkDone := make(chan struct{})
+	go func() {
+		defer close(sinkDone)
+		for l := range lines {
+			if spec.Sink != nil {
+				spec.Sink(l)
+			}
+		}
+	}()
+	readersDone := make(chan struct{})
+	go func() {
+		readWG.Wait()
+		close(lines)
+		close(readersDone)
+	}()
+
+	drain := spec.OutputDrain
+	if drain <= 0 {
+		drain = 2 * time.Second
+	}
+	go p.supervise(readers, readersDone, sinkDone, drain)
+	go func() {
+		select {
+		case <-ctx.Done():
+			p.Terminate(spec.CancelGrace)
+		case <-p.done:
+		}
+	}()
+	return p, nil
+}
+
+func readInto(r *os.File, sp *splitter) {
+	defer r.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			sp.write(buf[:n])
+		}
+		if err != nil { // io.EOF, or the drain deadline passed
+			sp.flush()
+			return
+		}
+	}
+}
+
+// supervise waits for the leader to exit without reaping it, kills whatever
+// is left in its group while the group id is still reserved, reaps the
+// leader, then waits for the output to drain and closes done.
+func (p *Process) supervise(readers []*os.File, readersDone, sinkDone <-chan struct{}, drain time.Duration) {
+	var info unix.Siginfo
+	for {
+		err := unix.Waitid(unix.P_PID, p.pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	p.mu.Lock()
+	_ = signalGroup(p.pid, syscall.SIGKILL) // stragglers: the zombie leader keeps the pgid ours
+	p.leaderGone = true
+	p.mu.Unlock()
+	close(p.exited)
+
+	err := p.cmd.Wait()
+	var res ExitResult
+	if ws, ok := p.cmd.ProcessState.Sys().(syscall.WaitStatus); ok {
+		res = resultFromWaitStatus(ws)
+	} else {
+		res = ExitResult{Code: -1, StartErr: err}
+	}
+
+	// Processes that left the group (setsid) may still hold the pipes.
+	select {
+	case <-readersDone:
+	case <-time.After(drain):
+		for _, r := range readers {
+			_ = r.SetReadDeadline(time.Now())
+		}
+		<-readersDone
+	}
+	<-sinkDone
+
+	p.mu.Lock()
+	res.Terminated = p.terminated
+	p.result = res
+	p.mu.Unlock()
+	close(p.done)
+}
+
+// signalGroup signals every process in group pgid; ESRCH (gone) is not an error.
+func signalGroup(pgid int, sig syscall.Signal) error {
+	err := syscall.Kill(-pgid, sig)
+	if errors.Is(err, syscall.ESRCH) {
+		return nil
+	}
+	return err
+}
+
+// Pid returns the leader's process id (= the process group id), 0 when the
+// command never started.
+func (p *Process) Pid() int { return p.pid }
+
+// Done is closed once the leader was reaped, the group was killed and every
+// output line was handed to the sink.
+func (p *Process) Done() <-chan struct{} { return p.done }
+
+// Wait blocks until Done and returns how the process ended.
+func (p *Process) Wait() ExitResult {
+	<-p.done
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.result
+}
+
+// Terminate sends SIGTERM to the whole group, waits up to grace for the
+// leader to exit, then sends SIGKILL to the group. grace <= 0 sends SIGKILL
+// at once. It returns when the signals were sent, not when the process is
+// gone (use Wait). A process that already exited is not an error.
+func (p *Process) Terminate(grace time.Duration) error {
+	if p.pid == 0 {
+		return nil
+	}
+	if grace > 0 {
+		if err := p.signal(syscall.SIGTERM); err != nil {
+			return err
+		}
+		t := time.NewTimer(grace)
+		defer t.Stop()
+		select {
+		case <-p.exited:
+			return nil
+		case <-t.C:
+		}
+	}
+	return p.signal(syscall.SIGKILL)
+}
+
+// Signal sends sig to the whole process group (e.g. SIGINT).
+func (p *Process) Signal(sig syscall.Signal) error {
+	if p.pid == 0 {
+		return nil
+	}
+	return p.signal(sig)
+}
+
+func (p *Process) signal(sig syscall.Signal) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.leaderGone {
+		return nil
+	}
+	if sig == syscall.SIGTERM || sig == syscall.SIGKILL {
+		p.terminated = true
+	}
+	if err := signalGroup(p.pid, sig); err != nil {
+		return fmt.Errorf("process: %s to group %d: %w", signalName(sig), p.pid, err)
+	}
+	return nil
+}

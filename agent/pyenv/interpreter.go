@@ -1,0 +1,120 @@
+package pyenv
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+)
+
+var (
+	binaryVersion = regexp.MustCompile(`^python(\d+(?:\.\d+)*)?$`)
+	pythonVersion = regexp.MustCompile(`Python (\d+\.\d+(?:\.\d+)?)`)
+)
+
+// interpreter is a resolved base python.
+type interpreter struct {
+	path    string // as found (a name on PATH resolved to its path)
+	version string // e.g. "3.11.7"
+}
+
+// majorMinor returns "3.11" for "3.11.7".
+func majorMinor(v string) string {
+	parts := strings.SplitN(v, ".", 3)
+	if len(parts) < 2 {
+		return v
+	}
+	return parts[0] + "." + parts[1]
+}
+
+// requestedVersion extracts the version from a script.binary value such as
+// "python3.10", "/usr/bin/python3.11" or "python3.10.4"; "" when none.
+func requestedVersion(binary string) string {
+	m := binaryVersion.FindStringSubmatch(filepath.Base(strings.TrimSpace(binary)))
+	if m == nil {
+		return ""
+	}
+	return m[1]
+}
+
+// versionMatches reports whether have (e.g. "3.10.4") satisfies want, compared
+// on at most major.minor ("3" matches any 3.x).
+func versionMatches(have, want string) bool {
+	if want == "" {
+		return true
+	}
+	w := strings.Split(want, ".")
+	h := strings.Split(have, ".")
+	for i := 0; i < len(w) && i < 2; i++ {
+		if i >= len(h) || h[i] != w[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// probe runs `<cand> --version` and returns the interpreter, or false when the
+// candidate is missing or not a python.
+func probe(ctx context.Context, cand string) (interpreter, bool) {
+	path, err := exec.LookPath(cand)
+	if err != nil {
+		return interpreter{}, false
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, path, "--version").CombinedOutput()
+	if err != nil {
+		return interpreter{}, false
+	}
+	m := pythonVersion.FindStringSubmatch(string(out))
+	if m == nil {
+		return interpreter{}, false
+	}
+	return interpreter{path: path, version: m[1]}, true
+}
+
+// resolve finds the base interpreter for spec (reference 3.3): the requested
+// binary and its shorter names, then the fallbacks; the requested major.minor
+// must match unless IgnoreRequestedVersion.
+func resolve(ctx context.Context, spec Spec) (interpreter, error) {
+	want := requestedVersion(spec.PythonBinary)
+	var cands []string
+	if b := strings.TrimSpace(spec.PythonBinary); b != "" {
+		cands = append(cands, b)
+		if !strings.Contains(b, "/") && want != "" {
+			parts := strings.Split(want, ".")
+			for n := len(parts) - 1; n >= 1; n-- {
+				cands = append(cands, "python"+strings.Join(parts[:n], "."))
+			}
+		}
+	}
+	cands = append(cands, "python3", "python")
+	cands = append(cands, spec.PythonFallbacks...)
+	if spec.IgnoreRequestedVersion {
+		want = ""
+	}
+	seen := map[string]bool{}
+	var tried []string
+	for _, c := range cands {
+		if c == "" || seen[c] {
+			continue
+		}
+		seen[c] = true
+		tried = append(tried, c)
+		if err := ctx.Err(); err != nil {
+			return interpreter{}, err
+		}
+		in, ok := probe(ctx, c)
+		if ok && versionMatches(in.version, want) {
+			return in, nil
+		}
+	}
+	if want != "" {
+		return interpreter{}, fmt.Errorf("python %s is not installed (tried %s); install it or set agent.python_binary (or agent.ignore_requested_python_version)",
+			majorMinor(want), strings.Join(tried, ", "))
+	}
+	return interpreter{}, fmt.Errorf("no python interpreter found (tried %s); install python3 or set agent.python_binary", strings.Join(tried, ", "))
+}

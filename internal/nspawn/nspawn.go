@@ -1,0 +1,337 @@
+package nspawn
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Options says what to boot.
+type Options struct {
+	// Rootfs is the root directory to boot; empty means the cached Debian
+	// bookworm rootfs from scripts/nspawn-rootfs.sh (built on first use).
+	Rootfs string
+	// Binds are host:container paths (or one path for both) passed as
+	// systemd-nspawn --bind=.
+	Binds []string
+	// Ephemeral boots a throwaway overlay (or, where overlayfs is refused, a
+	// `cp -a --reflink=auto` copy) of Rootfs under /var/tmp, discarded on
+	// cleanup, so the cached rootfs is never modified. Leave it false only
+	// for a Rootfs the test owns. An empty Rootfs is always booted ephemeral.
+	Ephemeral bool
+}
+
+// Machine is a booted container.
+type Machine struct {
+	t        testing.TB
+	root     string
+	pid1     int
+	cmd      *exec.Cmd
+	exited   chan struct{}
+	logPath  string
+	bootTime time.Duration
+	stopOnce sync.Once
+}
+
+// execEnv is the environment commands run with inside the container.
+var execEnv = []string{
+	"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+	"HOME=/root",
+	"LANG=C.UTF-8",
+	"TERM=dumb",
+}
+
+// Available reports why containers cannot be booted here, or nil.
+func Available() error {
+	if os.Geteuid() != 0 {
+		return errors.New("nspawn: needs root (systemd-nspawn, nsenter, mount); run the integration tests with sudo")
+	}
+	for _, bin := range []string{"systemd-nspawn", "nsenter"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			return fmt.Errorf("nspawn: %s not found in PATH; apt-get install -y systemd-container util-linux", bin)
+		}
+	}
+	return nil
+}
+
+// SkipUnlessRoot skips t when Available fails, or fails it when CI=true so
+// that a CI runner missing a prerequisite cannot pass by skipping.
+func SkipUnlessRoot(t testing.TB) {
+	t.Helper()
+	if err := Available(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%v (CI=true: missing prerequisites fail instead of skip)", err)
+		}
+		t.Skip(err)
+	}
+}
+
+// Rootfs returns the cached bookworm rootfs, running
+// scripts/nspawn-rootfs.sh (found by walking up to go.mod) to build it the
+// first time; the build takes minutes and needs network access to the
+// Debian mirror.
+func Rootfs(t testing.TB) string {
+	t.Helper()
+	script, err := findScript()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd := exec.CommandContext(t.Context(), "bash", script)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("nspawn: %s: %v\n%s", script, err, tail(stderr.String(), 40))
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	return lines[len(lines)-1]
+}
+
+func findScript() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+			return filepath.Join(d, "scripts", "nspawn-rootfs.sh"), nil
+		}
+		if filepath.Dir(d) == d {
+			return "", fmt.Errorf("nspawn: no go.mod above %s; run the test from inside the module", dir)
+		}
+	}
+}
+
+// Boot starts a container, waits until `systemctl is-system-running` says
+// running or degraded, and registers cleanup (poweroff, wait, kill, remove
+// the ephemeral root). It fails t if the container does not come up.
+func Boot(t testing.TB, o Options) *Machine {
+	t.Helper()
+	SkipUnlessRoot(t)
+	if o.Rootfs == "" {
+		o.Rootfs = Rootfs(t)
+		o.Ephemeral = true
+	}
+	work, err := os.MkdirTemp("/var/tmp", "clearml-nspawn-")
+	if err != nil {
+		t.Fatalf("nspawn: %v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(work) })
+
+	root := o.Rootfs
+	if o.Ephemeral {
+		root = ephemeralRoot(t, o.Rootfs, work)
+	}
+	m := &Machine{t: t, root: root, exited: make(chan struct{}), logPath: filepath.Join(work, "boot.log")}
+	logf, err := os.Create(m.logPath)
+	if err != nil {
+		t.Fatalf("nspawn: %v", err)
+	}
+	args := []string{"-D", root, "--register=no", "--keep-unit", "-b", "--console=pipe",
+		"--machine=" + filepath.Base(work)}
+	for _, b := range o.Binds {
+		args = append(args, "--bind="+b)
+	}
+	// Not CommandContext: t.Context is cancelled before cleanups run, and
+	// the cleanup wants to power the container off cleanly first.
+	m.cmd = exec.Command("systemd-nspawn", args...)
+	m.cmd.Stdout, m.cmd.Stderr = logf, logf
+	m.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	start := time.Now()
+	if err := m.cmd.Start(); err != nil {
+		logf.Close()
+		t.Fatalf("nspawn: start systemd-nspawn %s: %v", strings.Join(args, " "), err)
+	}
+	go func() {
+		m.cmd.Wait()
+		logf.Close()
+		close(m.exited)
+	}()
+	t.Cleanup(m.shutdown)
+
+	if err := m.waitBoot(t.Context(), 2*time.Minute); err != nil {
+		t.Fatalf("nspawn: boot %s: %v\nboot log:\n%s", root, err, m.BootLog(60))
+	}
+	m.bootTime = time.Since(start)
+	return m
+}
+
+func ephemeralRoot(t testing.TB, lower, work string) string {
+	t.Helper()
+	merged := filepath.Join(work, "root")
+	upper, wdir := filepath.Join(work, "upper"), filepath.Join(work, "ovl-work")
+	for _, d := range []string{merged, upper, wdir} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatalf("nspawn: %v", err)
+		}
+	}
+	opts := "lowerdir=" + lower + ",upperdir=" + upper + ",workdir=" + wdir
+	if err := syscall.Mount("overlay", merged, "overlay", 0, opts); err == nil {
+		t.Cleanup(func() {
+			if err := syscall.Unmount(merged, 0); err != nil {
+				syscall.Unmount(merged, syscall.MNT_DETACH)
+			}
+		})
+		return merged
+	} else {
+		t.Logf("nspawn: overlayfs refused (%v); copying %s instead", err, lower)
+	}
+	if out, err := exec.CommandContext(t.Context(), "cp", "-a", "--reflink=auto", lower+"/.", merged).CombinedOutput(); err != nil {
+		t.Fatalf("nspawn: copy %s: %v\n%s", lower, err, out)
+	}
+	return merged
+}
+
+func (m *Machine) waitBoot(ctx context.Context, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for m.pid1 == 0 {
+		if pid := childNamed(m.cmd.Process.Pid, "systemd"); pid != 0 {
+			m.pid1 = pid
+			break
+		}
+		if err := m.sleep(ctx, 50*time.Millisecond); err != nil {
+			return fmt.Errorf("no systemd child of systemd-nspawn (pid %d): %w", m.cmd.Process.Pid, err)
+		}
+	}
+	last := ""
+	for {
+		out, _ := m.Exec(ctx, "systemctl", "is-system-running")
+		last = strings.TrimSpace(out)
+		if last == "running" || last == "degraded" {
+			return nil
+		}
+		if err := m.sleep(ctx, 100*time.Millisecond); err != nil {
+			return fmt.Errorf("systemctl is-system-running = %q: %w", last, err)
+		}
+	}
+}
+
+func (m *Machine) sleep(ctx context.Context, d time.Duration) error {
+	select {
+	case <-m.exited:
+		return fmt.Errorf("systemd-nspawn exited (%v)", m.cmd.ProcessState)
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
+	}
+}
+
+// childNamed returns the pid of a child of parent whose comm is name, or 0.
+func childNamed(parent int, name string) int {
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...; comm may contain spaces and parens.
+		s := string(stat)
+		open, close := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+		if open < 0 || close < open {
+			continue
+		}
+		f := strings.Fields(s[close+1:])
+		if len(f) < 2 || s[open+1:close] != name {
+			continue
+		}
+		if ppid, _ := strconv.Atoi(f[1]); ppid == parent {
+			return pid
+		}
+	}
+	return 0
+}
+
+// Exec runs args inside the container (all namespaces of its PID 1, a clean
+// PATH/HOME environment) and returns stdout and stderr combined. The error
+// names the command and carries the output's tail.
+func (m *Machine) Exec(ctx context.Context, args ...string) (string, error) {
+	full := append([]string{"-t", strconv.Itoa(m.pid1), "-a", "--"}, args...)
+	cmd := exec.CommandContext(ctx, "nsenter", full...)
+	cmd.Env = execEnv
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("in container: %s: %w: %s", strings.Join(args, " "), err, tail(string(out), 20))
+	}
+	return string(out), nil
+}
+
+// Root is the host path of the container's root directory; files written
+// there appear inside the running container.
+func (m *Machine) Root() string { return m.root }
+
+// PID1 is the host pid of the container's systemd.
+func (m *Machine) PID1() int { return m.pid1 }
+
+// BootTime is how long it took from starting systemd-nspawn until
+// `systemctl is-system-running` reported running or degraded.
+func (m *Machine) BootTime() time.Duration { return m.bootTime }
+
+// Journal returns the container journal of unit (last 200 lines), or the
+// error text when journalctl fails.
+func (m *Machine) Journal(unit string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := m.Exec(ctx, "journalctl", "-u", unit, "-n", "200", "--no-pager", "-o", "short-precise")
+	if err != nil {
+		return err.Error()
+	}
+	return out
+}
+
+// BootLog returns the last n lines of systemd-nspawn's console output.
+func (m *Machine) BootLog(n int) string {
+	b, err := os.ReadFile(m.logPath)
+	if err != nil {
+		return err.Error()
+	}
+	return tail(string(b), n)
+}
+
+func (m *Machine) shutdown() {
+	m.stopOnce.Do(func() {
+		if m.t.Failed() {
+			m.t.Logf("nspawn: boot log tail:\n%s", m.BootLog(40))
+		}
+		if m.pid1 != 0 {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			m.Exec(ctx, "systemctl", "poweroff", "--no-block")
+			cancel()
+		}
+		select {
+		case <-m.exited:
+			return
+		case <-time.After(30 * time.Second):
+			m.t.Logf("nspawn: container did not power off in 30s; killing systemd-nspawn (pid %d)", m.cmd.Process.Pid)
+		}
+		syscall.Kill(-m.cmd.Process.Pid, syscall.SIGKILL) // the whole session (setsid)
+		select {
+		case <-m.exited:
+		case <-time.After(10 * time.Second):
+			m.t.Errorf("nspawn: systemd-nspawn (pid %d) still running after SIGKILL", m.cmd.Process.Pid)
+		}
+	})
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
