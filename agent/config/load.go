@@ -104,6 +104,25 @@ func Load(opts LoadOptions) (*Config, error) {
 	return c, nil
 }
 
+// Parse reads one configuration text on its own: no defaults, no includes, no
+// environment (substitutions must resolve inside the text). name is used in errors.
+func Parse(name string, text []byte) (*Config, error) {
+	pr, tree, err := parseRaw(name, string(text))
+	if err != nil {
+		return nil, err
+	}
+	c := &Config{root: map[string]Value{}, origins: map[string]string{}, env: map[string]string{}}
+	own := &node{tree: tree, origins: map[string]string{}}
+	for _, leaf := range leafPaths(tree, "") {
+		own.origins[leaf] = originFor(name, pr.lines, leaf)
+	}
+	c.merge(own)
+	if err := c.resolve(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
 func chooseFile(flag string, env map[string]string, home string) (string, error) {
 	if flag != "" {
 		return mustExist(flag, "--config-file")

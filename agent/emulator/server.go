@@ -280,7 +280,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		s.reply(w, name, reqVersion, nil, errMalformedPath(r.URL.Path))
 		return
 	}
-	if _, err := strconv.ParseFloat(reqVersion, 64); err != nil {
+	if _, ok := parseVersion(reqVersion); !ok {
 		s.reply(w, name, reqVersion, nil, errInvalidVersion(reqVersion))
 		return
 	}
@@ -399,12 +399,24 @@ func (s *Server) reply(w http.ResponseWriter, name, version string, data any, ae
 // actualVersion is the endpoint version that served the call: the requested
 // one, capped at the server's max.
 func (s *Server) actualVersion(requested string) string {
-	r, err1 := strconv.ParseFloat(requested, 64)
-	m, err2 := strconv.ParseFloat(s.opts.APIVersion, 64)
-	if err1 != nil || err2 != nil || r > m {
+	r, ok1 := parseVersion(requested)
+	m, ok2 := parseVersion(s.opts.APIVersion)
+	if !ok1 || !ok2 || r[0] > m[0] || r[0] == m[0] && r[1] > m[1] {
 		return s.opts.APIVersion
 	}
 	return requested
+}
+
+// parseVersion splits "2.31" into [2 31]; "2" is [2 0].
+func parseVersion(v string) ([2]int, bool) {
+	maj, min, _ := strings.Cut(v, ".")
+	a, err1 := strconv.Atoi(maj)
+	b := 0
+	var err2 error
+	if min != "" {
+		b, err2 = strconv.Atoi(min)
+	}
+	return [2]int{a, b}, err1 == nil && err2 == nil
 }
 
 // field decodes data[name] into out. Missing or null fields leave out alone

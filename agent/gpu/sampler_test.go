@@ -121,3 +121,27 @@ func TestSamplerDisablesAfterThreeFailures(t *testing.T) {
 		t.Errorf("Close after disabling called Shutdown again (%d calls)", n)
 	}
 }
+
+// TestSamplerHost samples the real library on GPU hosts.
+func TestSamplerHost(t *testing.T) {
+	t.Parallel()
+	inv, err := Discover()
+	if errors.Is(err, ErrNoNVML) {
+		t.Skip("no NVML on this host")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewSampler(nvml.New(), []string{"0"})
+	defer s.Close()
+	for range 2 {
+		st, err := s.Sample()
+		if err != nil {
+			t.Fatalf("Sample: %v", err)
+		}
+		if len(st.Usage) != 1 || st.MemUsedMiB[0]+st.MemFreeMiB[0] <= 0 {
+			t.Errorf("Sample() = %+v, want one GPU with memory", st)
+		}
+		t.Logf("GPU 0 (%s): %+v", inv.GPUs[0].Name, st)
+	}
+}

@@ -97,6 +97,9 @@ func startHelper(t *testing.T, mode, dir, id string, extraEnv ...string) *helper
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), envHelper+"="+mode, envDir+"="+dir, envID+"="+id)
 	cmd.Env = append(cmd.Env, extraEnv...)
+	if os.Getenv("GORACE") == "" {
+		cmd.Env = append(cmd.Env, "GORACE=atexit_sleep_ms=0") // -race helpers otherwise linger 1s at exit
+	}
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -161,15 +164,3 @@ func (h *helperProc) wait(t *testing.T) error {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
-
-func equal(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}

@@ -3,6 +3,8 @@ package identity
 import (
 	"os"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 func TestWorkerID(t *testing.T) {
@@ -99,7 +101,7 @@ func TestEscapeID(t *testing.T) {
 func TestStripDetached(t *testing.T) {
 	got := StripDetached([]string{"-d", "--config-file", "c.conf", "daemon", "--detached", "--queue", "q", "-d", "--detached=true", "--gpus", "0"})
 	want := []string{"-d", "--config-file", "c.conf", "daemon", "--queue", "q", "--gpus", "0"}
-	if !equal(got, want) {
-		t.Errorf("StripDetached = %q, want %q", got, want)
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("StripDetached (-want +got):\n%s", d)
 	}
 }

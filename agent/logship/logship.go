@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -541,4 +540,22 @@ func (s *Shipper) refillLocked() {
 			s.log.Warn("cannot truncate spool file", "err", err)
 		}
 	}
+}
+
+// Permanent wraps err to tell the Shipper that retrying the batch cannot
+// help (e.g. HTTP 400): the batch is dropped and counted.
+func Permanent(err error) error { return permanentError{err} }
+
+type permanentError struct{ err error }
+
+func (e permanentError) Error() string   { return e.err.Error() }
+func (e permanentError) Unwrap() error   { return e.err }
+func (e permanentError) Permanent() bool { return true }
+
+// IsPermanent reports whether err (or an error it wraps) has a method
+// Permanent() bool returning true. An api client's error type can implement
+// it for 4xx answers other than 408 and 429.
+func IsPermanent(err error) bool {
+	var p interface{ Permanent() bool }
+	return errors.As(err, &p) && p.Permanent()
 }

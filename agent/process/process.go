@@ -192,10 +192,13 @@ func (p *Process) supervise(readers []*os.File, readersDone, sinkDone <-chan str
 
 	err := p.cmd.Wait()
 	var res ExitResult
-	if ws, ok := p.cmd.ProcessState.Sys().(syscall.WaitStatus); ok {
-		res = resultFromWaitStatus(ws)
+	if ps := p.cmd.ProcessState; ps != nil {
+		if ws, ok := ps.Sys().(syscall.WaitStatus); ok {
+			res = resultFromWaitStatus(ws)
+		}
 	} else {
-		res = ExitResult{Code: -1, StartErr: err}
+		// Someone else reaped the leader; its status is unknown.
+		res = ExitResult{Code: -1, StartErr: fmt.Errorf("process: wait for pid %d: %w", p.pid, err)}
 	}
 
 	// Processes that left the group (setsid) may still hold the pipes.

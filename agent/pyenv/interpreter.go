@@ -3,10 +3,12 @@ package pyenv
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -56,24 +58,45 @@ func versionMatches(have, want string) bool {
 	return true
 }
 
-// probe runs `<cand> --version` and returns the interpreter, or false when the
-// candidate is missing or not a python.
+// probed memoizes probe results by path, size and modification time, so a
+// worker checks each interpreter once.
+var probed sync.Map // string -> interpreter
+
+// probe asks the candidate for its version and real executable (a pyenv or
+// asdf shim resolves to the interpreter behind it, which is also much faster
+// to start), or returns false when the candidate is missing or not a python.
 func probe(ctx context.Context, cand string) (interpreter, bool) {
 	path, err := exec.LookPath(cand)
 	if err != nil {
 		return interpreter{}, false
 	}
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, path, "--version").CombinedOutput()
+	info, err := os.Stat(path)
 	if err != nil {
 		return interpreter{}, false
 	}
-	m := pythonVersion.FindStringSubmatch(string(out))
+	memo := fmt.Sprintf("%s\x00%d\x00%d", path, info.Size(), info.ModTime().UnixNano())
+	if v, ok := probed.Load(memo); ok {
+		return v.(interpreter), true
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, path, "-c", "import sys, platform; print('Python ' + platform.python_version()); print(sys.executable)")
+	cmd.Env = environ(nil)
+	out, err := cmd.Output()
+	if err != nil {
+		return interpreter{}, false
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	m := pythonVersion.FindStringSubmatch(lines[0])
 	if m == nil {
 		return interpreter{}, false
 	}
-	return interpreter{path: path, version: m[1]}, true
+	in := interpreter{path: path, version: m[1]}
+	if len(lines) > 1 && filepath.IsAbs(strings.TrimSpace(lines[1])) {
+		in.path = strings.TrimSpace(lines[1])
+	}
+	probed.Store(memo, in)
+	return in, true
 }
 
 // resolve finds the base interpreter for spec (reference 3.3): the requested

@@ -1,6 +1,8 @@
 package repo
 
 import (
+	"crypto/md5"
+	"encoding/hex"
 	"net/http"
 	"net/http/cgi"
 	"net/http/httptest"
@@ -10,7 +12,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/gofrs/flock"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -472,6 +476,62 @@ func TestStripPassword(t *testing.T) {
 	} {
 		if got := StripPassword(in); got != want {
 			t.Errorf("StripPassword(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestPrepareCacheBusy(t *testing.T) {
+	f := newFixture(t)
+	url := "file://" + f.origin
+	cache := t.TempDir()
+	ep, _ := parseEndpoint(url)
+	sum := md5.Sum([]byte(url))
+	held := flock.New(filepath.Join(cache, repoName(ep)+"."+hex.EncodeToString(sum[:])+".lock"))
+	if err := held.Lock(); err != nil {
+		t.Fatal(err)
+	}
+	defer held.Unlock()
+	old := lockWait
+	lockWait = 300 * time.Millisecond
+	defer func() { lockWait = old }()
+
+	var logs []string
+	res, err := Prepare(t.Context(), Spec{URL: url, CacheDir: cache}, filepath.Join(t.TempDir(), "code"),
+		func(s string) { logs = append(logs, s) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Commit != f.c2 {
+		t.Errorf("Commit = %s, want %s", res.Commit, f.c2)
+	}
+	if !strings.Contains(strings.Join(logs, "\n"), "busy") {
+		t.Errorf("want a busy-cache message, logs: %q", logs)
+	}
+}
+
+func BenchmarkPrepareCached(b *testing.B) {
+	root := b.TempDir()
+	o := filepath.Join(root, "origin")
+	for _, args := range [][]string{{"init", "-q", "-b", "main", o}} {
+		if out, err := exec.Command("git", args...).CombinedOutput(); err != nil {
+			b.Fatalf("%v: %s", err, out)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(o, "a.py"), []byte("print(1)\n"), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	for _, args := range [][]string{{"add", "."}, {"-c", "user.name=t", "-c", "user.email=t@e", "commit", "-q", "-m", "x"}} {
+		cmd := exec.Command("git", args...)
+		cmd.Dir = o
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("%v: %s", err, out)
+		}
+	}
+	cache := b.TempDir()
+	dest := filepath.Join(b.TempDir(), "code")
+	for b.Loop() {
+		if _, err := Prepare(b.Context(), Spec{URL: "file://" + o, CacheDir: cache}, dest, nil); err != nil {
+			b.Fatal(err)
 		}
 	}
 }

@@ -68,7 +68,9 @@ func (e endpoint) String() string {
 }
 
 func (e endpoint) isHTTP() bool { return e.scheme == "http" || e.scheme == "https" }
-func (e endpoint) isSSH() bool  { return e.scheme == "ssh" || e.scheme == "git+ssh" || e.scheme == "ssh+git" }
+func (e endpoint) isSSH() bool {
+	return e.scheme == "ssh" || e.scheme == "git+ssh" || e.scheme == "ssh+git"
+}
 
 // StripPassword returns raw with any password in it removed, for logs and
 // errors. Unparseable input is returned unchanged.

@@ -92,8 +92,11 @@ func (c *Collector) Sample() {
 	c.add(r)
 }
 
-// Run samples every interval until ctx is done.
+// Run samples every interval (2s when every <= 0) until ctx is done.
 func (c *Collector) Run(ctx context.Context, every time.Duration) {
+	if every <= 0 {
+		every = 2 * time.Second
+	}
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {

@@ -1,0 +1,359 @@
+package pyenv
+
+import (
+	"archive/zip"
+	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// buildWheel constructs a pure-python wheel for name==version with one module
+// and one console script "<name>-cli" that prints sys.prefix.
+func buildWheel(t *testing.T, name, version string) (string, []byte) {
+	t.Helper()
+	dist := name + "-" + version + ".dist-info"
+	files := []struct{ path, body string }{
+		{name + "/__init__.py", "VALUE = 42\ndef main():\n    import sys\n    print(sys.prefix)\n"},
+		{dist + "/METADATA", "Metadata-Version: 2.1\nName: " + name + "\nVersion: " + version + "\n"},
+		{dist + "/WHEEL", "Wheel-Version: 1.0\nGenerator: pyenv-test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"},
+		{dist + "/entry_points.txt", "[console_scripts]\n" + name + "-cli = " + name + ":main\n"},
+	}
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	var record strings.Builder
+	for _, f := range files {
+		w, err := zw.Create(f.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Write([]byte(f.body)); err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.Sum256([]byte(f.body))
+		fmt.Fprintf(&record, "%s,sha256=%s,%d\n", f.path, base64.RawURLEncoding.EncodeToString(sum[:]), len(f.body))
+	}
+	fmt.Fprintf(&record, "%s/RECORD,,\n", dist)
+	w, err := zw.Create(dist + "/RECORD")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write([]byte(record.String())); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return name + "-" + version + "-py3-none-any.whl", buf.Bytes()
+}
+
+// index is a PEP 503 simple index over wheels built in the test; it counts
+// the requests it served.
+type index struct {
+	*httptest.Server
+	hits atomic.Int64
+}
+
+func newIndex(t *testing.T, wheels map[string][]byte) *index {
+	t.Helper()
+	ix := &index{}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/simple/{project}/", func(w http.ResponseWriter, r *http.Request) {
+		ix.hits.Add(1)
+		project := r.PathValue("project")
+		var links strings.Builder
+		for file, body := range wheels {
+			if strings.HasPrefix(file, strings.ReplaceAll(project, "-", "_")+"-") || strings.HasPrefix(file, project+"-") {
+				sum := sha256.Sum256(body)
+				fmt.Fprintf(&links, "<a href=\"/files/%s#sha256=%s\">%s</a>\n", file, hex.EncodeToString(sum[:]), file)
+			}
+		}
+		if links.Len() == 0 {
+			http.NotFound(w, r)
+			return
+		}
+		fmt.Fprintf(w, "<!DOCTYPE html><html><body>\n%s</body></html>\n", links.String())
+	})
+	mux.HandleFunc("/files/{file}", func(w http.ResponseWriter, r *http.Request) {
+		ix.hits.Add(1)
+		body, ok := wheels[r.PathValue("file")]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		w.Write(body)
+	})
+	ix.Server = httptest.NewServer(mux)
+	t.Cleanup(ix.Close)
+	return ix
+}
+
+// pipEnv keeps pip offline and quick to fail on this machine.
+var pipEnv = []string{
+	"PIP_FIND_LINKS=", "PIP_DEFAULT_TIMEOUT=5", "PIP_NO_INPUT=1",
+	"PIP_DISABLE_PIP_VERSION_CHECK=1", "PIP_CONFIG_FILE=/dev/null", "PIP_RETRIES=0",
+}
+
+func needPython(t *testing.T) {
+	t.Helper()
+	if _, err := exec.LookPath("python3"); err != nil {
+		t.Skip("python3 not installed")
+	}
+}
+
+func run(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %v: %v\n%s", name, args, err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func TestEnsureNoRequirements(t *testing.T) {
+	needPython(t)
+	work := t.TempDir()
+	var logs []string
+	env, err := Ensure(t.Context(), Spec{PythonBinary: "python3", WorkDir: work, CacheDir: t.TempDir(), Env: pipEnv},
+		func(s string) { logs = append(logs, s) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(work, majorMinor(env.Version)); env.Dir != want {
+		t.Errorf("Dir = %s, want %s", env.Dir, want)
+	}
+	if got := run(t, env.Python, "-c", "import sys; print(sys.prefix)"); got != env.Dir {
+		t.Errorf("sys.prefix = %s, want %s", got, env.Dir)
+	}
+	if _, err := os.Stat(filepath.Join(env.Dir, "bin", "pip")); !os.IsNotExist(err) {
+		t.Errorf("fast path installed pip (stat err %v)", err)
+	}
+	for _, l := range logs {
+		if strings.Contains(l, "installing") {
+			t.Errorf("fast path ran pip: %q", logs)
+		}
+	}
+	frozen, err := Freeze(t.Context(), env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if frozen != "" {
+		t.Errorf("Freeze of an empty venv = %q, want empty", frozen)
+	}
+}
+
+func TestEnsureInstallAndCache(t *testing.T) {
+	needPython(t)
+	file, whl := buildWheel(t, "tinypkg", "1.0")
+	ix := newIndex(t, map[string][]byte{file: whl})
+	cache := t.TempDir()
+	spec := Spec{
+		PythonBinary: "python3",
+		Requirements: "# a comment\ntinypkg==1.0\n",
+		IndexURL:     ix.URL + "/simple/",
+		WorkDir:      t.TempDir(),
+		CacheDir:     cache,
+		Env:          pipEnv,
+	}
+	env, err := Ensure(t.Context(), spec, func(s string) { t.Log(s) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := run(t, env.Python, "-c", "import tinypkg; print(tinypkg.VALUE)"); got != "42" {
+		t.Errorf("import tinypkg = %q", got)
+	}
+	frozen, err := Freeze(t.Context(), env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(frozen, "tinypkg==1.0") {
+		t.Errorf("Freeze = %q, want tinypkg==1.0 in it", frozen)
+	}
+
+	// Second task, other venvs dir, same requirements in another order and
+	// with other comments: served from the cache, pip never asked.
+	hitsBefore := ix.hits.Load()
+	spec2 := spec
+	spec2.WorkDir = t.TempDir()
+	spec2.Requirements = "tinypkg==1.0  # pinned\n"
+	var logs []string
+	env2, err := Ensure(t.Context(), spec2, func(s string) { logs = append(logs, s) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := ix.hits.Load() - hitsBefore; n != 0 {
+		t.Errorf("cache hit still queried the index %d times; logs %q", n, logs)
+	}
+	joined := strings.Join(logs, "\n")
+	if !strings.Contains(joined, "reused cached venv") || strings.Contains(joined, "installing requirements") {
+		t.Errorf("want a cache hit without pip, logs: %q", logs)
+	}
+	// The copied venv is relocated: its console script runs its own python.
+	if got := run(t, filepath.Join(env2.Dir, "bin", "tinypkg-cli")); got != env2.Dir {
+		t.Errorf("tinypkg-cli sys.prefix = %s, want %s", got, env2.Dir)
+	}
+	if got := run(t, env2.Python, "-c", "import tinypkg, sys; print(sys.prefix)"); got != env2.Dir {
+		t.Errorf("python sys.prefix = %s, want %s", got, env2.Dir)
+	}
+	// The cache entry points at itself, not at either task's venv.
+	ents, _ := filepath.Glob(filepath.Join(cache, "*", "bin", "tinypkg-cli"))
+	if len(ents) != 1 {
+		t.Fatalf("cache entries with tinypkg-cli: %q", ents)
+	}
+	entryDir := filepath.Dir(filepath.Dir(ents[0]))
+	if got := run(t, ents[0]); got != entryDir {
+		t.Errorf("cached tinypkg-cli sys.prefix = %s, want %s", got, entryDir)
+	}
+}
+
+func TestEnsureErrors(t *testing.T) {
+	needPython(t)
+	ix := newIndex(t, map[string][]byte{})
+	tests := []struct {
+		name string
+		spec Spec
+		want string
+	}{
+		{"missing requirement",
+			Spec{PythonBinary: "python3", Requirements: "nosuchpkg==1.0", IndexURL: ix.URL + "/simple/"},
+			"pip could not install requirements: ERROR: No matching distribution found for nosuchpkg==1.0"},
+		{"missing python version",
+			Spec{PythonBinary: "python2.6"},
+			"python 2.6 is not installed (tried python2.6, python2, python3, python); install it or set agent.python_binary"},
+		{"missing python binary path",
+			Spec{PythonBinary: "/nonexistent/python3.99"},
+			"python 3.99 is not installed"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			work := t.TempDir()
+			tc.spec.WorkDir = work
+			tc.spec.CacheDir = t.TempDir()
+			tc.spec.Env = pipEnv
+			_, err := Ensure(t.Context(), tc.spec, nil)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error = %v, want it to contain %q", err, tc.want)
+			}
+			// Nothing half-built is left behind, in the venvs dir or the cache.
+			for _, d := range []string{work, tc.spec.CacheDir} {
+				ents, _ := os.ReadDir(d)
+				for _, e := range ents {
+					if e.IsDir() {
+						t.Errorf("left behind %s in %s", e.Name(), d)
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestIgnoreRequestedVersion(t *testing.T) {
+	needPython(t)
+	env, err := Ensure(t.Context(), Spec{PythonBinary: "python2.6", IgnoreRequestedVersion: true, WorkDir: t.TempDir()}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(env.Version, "3.") {
+		t.Errorf("Version = %s, want the python3 on PATH", env.Version)
+	}
+}
+
+func TestRequestedVersion(t *testing.T) {
+	got := map[string]string{}
+	for _, in := range []string{"python3.10", "/usr/bin/python3.11", "python3.10.4", "python", "python3", "bash", ""} {
+		got[in] = requestedVersion(in)
+	}
+	want := map[string]string{"python3.10": "3.10", "/usr/bin/python3.11": "3.11", "python3.10.4": "3.10.4", "python": "", "python3": "3", "bash": "", "": ""}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+	if !versionMatches("3.10.4", "3.10") || !versionMatches("3.10.4", "3.10.2") || versionMatches("3.11.1", "3.10") || !versionMatches("3.9.1", "3") {
+		t.Error("versionMatches compares major.minor only")
+	}
+}
+
+func TestCacheKey(t *testing.T) {
+	base := Spec{IndexURL: "http://i/simple/"}
+	k1 := cacheKey(base, "3.11.7", requirementLines("b==1\n# c\na==2\n"))
+	k2 := cacheKey(base, "3.11.7", requirementLines("a==2\n\nb==1  # pinned\n"))
+	if k1 != k2 {
+		t.Error("key depends on order or comments")
+	}
+	if k1 == cacheKey(base, "3.10.1", requirementLines("a==2\nb==1")) {
+		t.Error("key ignores the python version")
+	}
+	other := base
+	other.ExtraIndexURLs = []string{"http://x/"}
+	if k1 == cacheKey(other, "3.11.7", requirementLines("a==2\nb==1")) {
+		t.Error("key ignores extra index urls")
+	}
+	for _, r := range []string{"-r other.txt", "-e .", "pkg @ git+https://h/r.git", "./local"} {
+		if uncacheable([]string{r}) == "" {
+			t.Errorf("%q would be cached", r)
+		}
+	}
+}
+
+func TestEvict(t *testing.T) {
+	dir := t.TempDir()
+	for i, name := range []string{"old", "mid", "new"} {
+		p := filepath.Join(dir, name)
+		if err := os.Mkdir(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		ts := testTime(i)
+		if err := os.Chtimes(p, ts, ts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	evict(dir, "new", 2, func(string) {})
+	var got []string
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
+			got = append(got, e.Name())
+		}
+	}
+	if diff := cmp.Diff([]string{"mid", "new"}, got); diff != "" {
+		t.Errorf("entries after evict (-want +got):\n%s", diff)
+	}
+}
+
+func testTime(i int) time.Time { return time.Unix(1_000_000+int64(i)*100, 0) }
+
+// BenchmarkEnsureNoRequirements prints how long a task without requirements
+// waits for its venv (the fast path).
+func BenchmarkEnsureNoRequirements(b *testing.B) {
+	work := b.TempDir()
+	for b.Loop() {
+		if _, err := Ensure(b.Context(), Spec{PythonBinary: "python3", WorkDir: work}, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func TestEnsureSystemPython(t *testing.T) {
+	const sys = "/usr/bin/python3"
+	if _, err := os.Stat(sys); err != nil {
+		t.Skip(sys + " not installed")
+	}
+	env, err := Ensure(t.Context(), Spec{PythonBinary: sys, SystemSitePackages: true, WorkDir: t.TempDir()}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := run(t, env.Python, "-c", "import sys; print(sys.prefix != sys.base_prefix)"); got != "True" {
+		t.Errorf("not a venv: %s", got)
+	}
+}
