@@ -6,7 +6,8 @@
 // stripping, invalid UTF-8 replacement, long-line chunking, the partial last
 // line at EOF), signalling the whole group (SIGTERM, grace, SIGKILL; ESRCH
 // means "already gone"), killing stragglers left in the group once the leader
-// exits, and mapping the exit to a typed ExitResult.
+// exits, optionally delivering a long-incomplete line (PartialLineAfter), and
+// mapping the exit to a typed ExitResult.
 //
 // It must not: talk to the ClearML server, decide what an exit code means for
 // the task status (agent/task does that), or buffer output without bound. The

@@ -46,6 +46,8 @@ type splitter struct {
 	max       int
 	buf       []byte
 	pendingCR bool
+	continued bool      // the start of the current line was already sent by flushPartial
+	since     time.Time // when the current line's first byte arrived; zero when none
 	now       func() time.Time
 	emit      func(Line)
 }
@@ -79,6 +81,9 @@ func (s *splitter) write(p []byte) {
 			s.pendingCR = true
 		case '\b':
 		default:
+			if s.since.IsZero() {
+				s.since = s.now()
+			}
 			s.buf = append(s.buf, c)
 			if len(s.buf) >= s.max {
 				s.emitChunk()
@@ -95,7 +100,22 @@ func (s *splitter) flush() {
 	}
 }
 
+// flushPartial delivers the line so far (the reference agent sends the
+// partial last line of every read); what follows starts a new line.
+func (s *splitter) flushPartial() {
+	if len(s.buf) > 0 {
+		s.emitLine()
+		s.continued = true
+	}
+}
+
 func (s *splitter) emitLine() {
+	s.since = time.Time{}
+	if len(s.buf) == 0 && s.continued { // the end of a line flushPartial already sent
+		s.continued = false
+		return
+	}
+	s.continued = false
 	s.emit(Line{Stream: s.stream, Text: toText(s.buf), Time: s.now()})
 	s.buf = s.buf[:0]
 }

@@ -39,6 +39,11 @@ type Spec struct {
 	// CancelGrace is the grace Terminate gets when ctx passed to Start is
 	// cancelled; 0 = SIGKILL at once, as the reference agent aborts a task.
 	CancelGrace time.Duration
+	// PartialLineAfter, when > 0, delivers a line that has been incomplete
+	// for that long (a progress bar without '\n') as it stands; the rest of
+	// it then arrives as a new line. The reference agent does this on every
+	// 5 s read. 0 = only complete lines (and the last one at EOF).
+	PartialLineAfter time.Duration
 	// OutputDrain bounds how long to wait, after the group was killed, for
 	// output from processes that left the group but hold the pipe open;
 	// 0 = 2 s.
@@ -115,16 +120,19 @@ func Start(ctx context.Context, spec Spec) (*Process, error) {
 
 	lines := make(chan Line, 256)
 	var readWG sync.WaitGroup
+	var pipes []*pipeReader
 	for i, r := range readers {
 		stream := Stdout
 		if i == 1 {
 			stream = Stderr
 		}
 		sp := newSplitter(stream, spec.KeepCarriageReturn, spec.MaxLineBytes, func(l Line) { lines <- l })
+		pr := &pipeReader{f: r, sp: sp, partialAfter: spec.PartialLineAfter}
+		pipes = append(pipes, pr)
 		readWG.Add(1)
 		go func() {
 			defer readWG.Done()
-			readInto(r, sp)
+			pr.run()
 		}()
 	}
 	sinkDone := make(chan struct{})
@@ -147,7 +155,7 @@ func Start(ctx context.Context, spec Spec) (*Process, error) {
 	if drain <= 0 {
 		drain = 2 * time.Second
 	}
-	go p.supervise(readers, readersDone, sinkDone, drain)
+	go p.supervise(pipes, readersDone, sinkDone, drain)
 	go func() {
 		select {
 		case <-ctx.Done():
@@ -158,25 +166,63 @@ func Start(ctx context.Context, spec Spec) (*Process, error) {
 	return p, nil
 }
 
-func readInto(r *os.File, sp *splitter) {
-	defer r.Close()
+// pipeReader feeds one pipe into a splitter until EOF or stop.
+type pipeReader struct {
+	f            *os.File
+	sp           *splitter
+	partialAfter time.Duration
+
+	mu       sync.Mutex // orders deadline changes between run and stop
+	stopping bool
+}
+
+func (pr *pipeReader) run() {
+	defer pr.f.Close()
 	buf := make([]byte, 32<<10)
 	for {
-		n, err := r.Read(buf)
-		if n > 0 {
-			sp.write(buf[:n])
+		if pr.partialAfter > 0 {
+			pr.mu.Lock()
+			if !pr.stopping {
+				var d time.Time // none while no partial line waits
+				if !pr.sp.since.IsZero() {
+					d = pr.sp.since.Add(pr.partialAfter)
+				}
+				_ = pr.f.SetReadDeadline(d)
+			}
+			pr.mu.Unlock()
 		}
-		if err != nil { // io.EOF, or the drain deadline passed
-			sp.flush()
+		n, err := pr.f.Read(buf)
+		if n > 0 {
+			pr.sp.write(buf[:n])
+		}
+		if pr.partialAfter > 0 && !pr.sp.since.IsZero() && pr.sp.now().Sub(pr.sp.since) >= pr.partialAfter {
+			pr.sp.flushPartial()
+		}
+		if err != nil {
+			pr.mu.Lock()
+			stopping := pr.stopping
+			pr.mu.Unlock()
+			if errors.Is(err, os.ErrDeadlineExceeded) && !stopping {
+				continue
+			}
+			pr.sp.flush() // io.EOF, or stop
 			return
 		}
 	}
 }
 
+// stop makes run return soon, keeping what was read.
+func (pr *pipeReader) stop() {
+	pr.mu.Lock()
+	defer pr.mu.Unlock()
+	pr.stopping = true
+	_ = pr.f.SetReadDeadline(time.Now())
+}
+
 // supervise waits for the leader to exit without reaping it, kills whatever
 // is left in its group while the group id is still reserved, reaps the
 // leader, then waits for the output to drain and closes done.
-func (p *Process) supervise(readers []*os.File, readersDone, sinkDone <-chan struct{}, drain time.Duration) {
+func (p *Process) supervise(pipes []*pipeReader, readersDone, sinkDone <-chan struct{}, drain time.Duration) {
 	var info unix.Siginfo
 	for {
 		err := unix.Waitid(unix.P_PID, p.pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
@@ -205,8 +251,8 @@ func (p *Process) supervise(readers []*os.File, readersDone, sinkDone <-chan str
 	select {
 	case <-readersDone:
 	case <-time.After(drain):
-		for _, r := range readers {
-			_ = r.SetReadDeadline(time.Now())
+		for _, pr := range pipes {
+			pr.stop()
 		}
 		<-readersDone
 	}

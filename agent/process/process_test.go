@@ -369,3 +369,33 @@ func TestEnvAndDir(t *testing.T) {
 		t.Errorf("lines (-want +got):\n%s", diff)
 	}
 }
+
+func TestPartialLineAfter(t *testing.T) {
+	t.Parallel()
+	fifo := t.TempDir() + "/step"
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	step := func() {
+		f, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.WriteString("go\n")
+		f.Close()
+	}
+	c := newCollector()
+	p, err := Start(t.Context(), Spec{Path: "/bin/sh", Sink: c.sink, PartialLineAfter: 20 * time.Millisecond,
+		Args: []string{"-c", `printf 'progress 10%%'; read x <"$1"; printf '\r50%%'; read x <"$1"; printf '\r100%%\n'; echo done`, "sh", fifo}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.waitFor(t, "progress 10%")
+	step()
+	c.waitFor(t, "50%")
+	step()
+	p.Wait()
+	if diff := cmp.Diff([]string{"progress 10%", "50%", "100%", "done"}, c.texts()); diff != "" {
+		t.Errorf("lines (-want +got):\n%s", diff)
+	}
+}

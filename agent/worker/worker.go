@@ -1,0 +1,539 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gpufleet/clearml-agent-go/agent/api"
+	"github.com/gpufleet/clearml-agent-go/agent/task"
+)
+
+// API is what the daemon loop needs from the server; *api.Client has it.
+type API interface {
+	Login(ctx context.Context) (api.ServerInfo, error)
+	QueuesByName(ctx context.Context, name string) ([]api.Queue, error)
+	GetQueue(ctx context.Context, id string) (*api.Queue, error)
+	GetAllQueues(ctx context.Context, req api.GetAllQueuesRequest) ([]api.Queue, error)
+	CreateQueue(ctx context.Context, req api.CreateQueueRequest) (string, error)
+	GetDefaultQueue(ctx context.Context) (id, name string, err error)
+	GetNextTask(ctx context.Context, queueID string) (string, error)
+	Started(ctx context.Context, req api.StatusRequest) (api.Updated, error)
+	RegisterWorker(ctx context.Context, worker string, queueIDs []string, timeoutSec int) error
+	UnregisterWorker(ctx context.Context, worker string) error
+	ReportStatus(ctx context.Context, r api.StatusReport) error
+}
+
+// Runner runs one task; *task.Runner is one.
+type Runner interface {
+	Run(ctx context.Context, id string, o task.Options) (task.Outcome, error)
+}
+
+// Notifier receives the service manager notifications; *sdnotify.Notifier is one.
+type Notifier interface {
+	Ready() error
+	Status(string) error
+	Stopping() error
+}
+
+// StatsSource gives the machine stats of one status report.
+type StatsSource interface {
+	Report() api.MachineStats
+}
+
+// Config is the daemon's configuration, built by the CLI.
+type Config struct {
+	WorkerID      string
+	Queues        []string // names or ids, in priority order; empty = the server's default queue
+	OrderFairness bool
+	CreateQueue   bool
+	Tags          []string
+
+	PollInterval   time.Duration // default 5 s; jittered by ±10 %
+	ReportInterval time.Duration // default 30 s
+
+	Services    bool
+	ServicesMax int // <= 0: unlimited
+
+	// Runner runs the tasks; NewServiceRunner, when set, gives the runner of
+	// one services-mode child (worker id "<wid>:service:<task>").
+	Runner           Runner
+	NewServiceRunner func(childWorkerID string) Runner
+
+	Notify Notifier    // nil: no notifications
+	Stats  StatsSource // nil: reports without machine stats
+	Logger *slog.Logger
+	Out    io.Writer // human-readable progress lines ("task X pulled from Y"); nil = none
+}
+
+// Queue is a resolved queue.
+type Queue struct{ ID, Name string }
+
+// Daemon is one agent's main loop.
+type Daemon struct {
+	c   API
+	cfg Config
+	log *slog.Logger
+
+	drainOnce sync.Once
+	drain     chan struct{}
+
+	beat    atomic.Int64 // unix nanos of the loop's last sign of life
+	running atomic.Int32 // tasks running now
+
+	mu       sync.Mutex
+	queues   []Queue
+	curTask  string
+	curQueue string
+	status   string
+}
+
+// New returns a daemon; call Run.
+func New(c API, cfg Config) *Daemon {
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = 5 * time.Second
+	}
+	if cfg.ReportInterval <= 0 {
+		cfg.ReportInterval = 30 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Out == nil {
+		cfg.Out = io.Discard
+	}
+	d := &Daemon{c: c, cfg: cfg, log: cfg.Logger, drain: make(chan struct{})}
+	d.Beat()
+	return d
+}
+
+// Drain asks the daemon to take no new task, finish the running one and
+// return. Safe to call more than once and from any goroutine.
+func (d *Daemon) Drain() {
+	d.drainOnce.Do(func() {
+		close(d.drain)
+		d.setStatus("draining: finishing the running task, taking no new one")
+	})
+}
+
+func (d *Daemon) draining() bool {
+	select {
+	case <-d.drain:
+		return true
+	default:
+		return false
+	}
+}
+
+// Beat records a sign of life of the main loop (also called from the API
+// client's retry hook while the server is unreachable).
+func (d *Daemon) Beat() { d.beat.Store(time.Now().UnixNano()) }
+
+// Healthy reports whether the main loop is alive: it beat recently or a task
+// is running under it. The systemd watchdog is fed only while it is.
+func (d *Daemon) Healthy() bool {
+	if d.running.Load() > 0 {
+		return true
+	}
+	limit := 3*d.cfg.PollInterval + time.Minute
+	return time.Since(time.Unix(0, d.beat.Load())) < limit
+}
+
+// Queues returns the resolved queues (after Run registered the worker).
+func (d *Daemon) Queues() []Queue {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]Queue(nil), d.queues...)
+}
+
+// Status returns the last STATUS text.
+func (d *Daemon) Status() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.status
+}
+
+func (d *Daemon) setStatus(s string) {
+	d.mu.Lock()
+	changed := d.status != s
+	d.status = s
+	d.mu.Unlock()
+	if changed && d.cfg.Notify != nil {
+		_ = d.cfg.Notify.Status(s)
+	}
+}
+
+// ErrFatal marks errors that retrying cannot fix (bad credentials, unknown
+// queue); Run returns them at once.
+var ErrFatal = errors.New("fatal")
+
+// Run logs in (retrying while the server is unreachable), resolves the
+// queues, registers, then polls until drained or ctx is cancelled.
+// Cancelling ctx aborts a running task (it is marked stopped).
+func (d *Daemon) Run(ctx context.Context) error {
+	if err := d.connect(ctx); err != nil {
+		return err
+	}
+	queues, err := d.resolveQueues(ctx)
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	d.queues = queues
+	d.mu.Unlock()
+	ids := queueIDs(queues)
+	if err := d.c.RegisterWorker(ctx, d.cfg.WorkerID, ids, 0); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		d.log.Warn("workers.register failed; the first status report registers the worker", "err", err)
+	}
+	defer d.unregister(ctx)
+
+	fmt.Fprintf(d.cfg.Out, "Worker %q - Listening to queues: %s\n", d.cfg.WorkerID, queueNames(queues))
+	d.idle()
+	if d.cfg.Notify != nil {
+		_ = d.cfg.Notify.Ready()
+	}
+
+	reportCtx, stopReports := context.WithCancel(ctx)
+	defer stopReports()
+	go d.reportLoop(reportCtx)
+
+	var children sync.WaitGroup
+	defer children.Wait()
+	start := 0 // round robin: the queue to poll first
+	for {
+		d.Beat()
+		if d.draining() || ctx.Err() != nil {
+			break
+		}
+		if d.cfg.Services && d.cfg.ServicesMax > 0 && int(d.running.Load()) >= d.cfg.ServicesMax {
+			d.setStatus(fmt.Sprintf("services mode: %d of %d services running, waiting for one to end", d.running.Load(), d.cfg.ServicesMax))
+			if !d.sleep(ctx, d.cfg.PollInterval) {
+				break
+			}
+			continue
+		}
+		took := false
+		for i := range queues {
+			qi := i
+			if d.cfg.OrderFairness {
+				qi = (start + i) % len(queues)
+			}
+			if d.draining() || ctx.Err() != nil {
+				break
+			}
+			q := queues[qi]
+			id, err := d.c.GetNextTask(ctx, q.ID)
+			if err != nil {
+				if ctx.Err() != nil {
+					break
+				}
+				d.unreachable(err, "queues.get_next_task "+q.Name)
+				continue
+			}
+			d.Beat()
+			if id == "" {
+				continue
+			}
+			took = true
+			if d.cfg.Services {
+				d.startService(ctx, &children, id, q)
+			} else {
+				d.runTask(ctx, id, q)
+			}
+			d.idle()
+			if d.cfg.OrderFairness {
+				start = (qi + 1) % len(queues)
+			}
+			break // priority: start again from the first queue at once
+		}
+		if took {
+			continue
+		}
+		if !d.sleep(ctx, jitter(d.cfg.PollInterval)) {
+			break
+		}
+	}
+	if d.cfg.Notify != nil {
+		_ = d.cfg.Notify.Stopping()
+	}
+	if n := d.running.Load(); n > 0 {
+		d.setStatus(fmt.Sprintf("stopping: waiting for %d running task(s)", n))
+	} else {
+		d.setStatus("stopping")
+	}
+	children.Wait()
+	if ctx.Err() != nil && !d.draining() {
+		return ctx.Err()
+	}
+	return nil
+}
+
+// connect logs in, retrying while the server cannot be reached. Bad
+// credentials are fatal.
+func (d *Daemon) connect(ctx context.Context) error {
+	delay := time.Second
+	for {
+		d.Beat()
+		info, err := d.c.Login(ctx)
+		if err == nil {
+			d.log.Info("connected", "server_version", info.ServerVersion, "api_version", info.APIVersion)
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		var le *api.LoginError
+		if errors.As(err, &le) || api.IsUnauthorized(err) {
+			return fmt.Errorf("%w: %v", ErrFatal, err)
+		}
+		d.unreachable(err, "auth.login")
+		if d.draining() || !d.sleep(ctx, delay) {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return errors.New("stopped before the server could be reached")
+		}
+		delay = min(delay*2, 30*time.Second)
+	}
+}
+
+func (d *Daemon) unreachable(err error, what string) {
+	d.log.Warn("server unreachable, retrying", "call", what, "err", err)
+	d.setStatus("server unreachable, retrying: " + oneLine(err))
+}
+
+func (d *Daemon) idle() {
+	d.setStatus("idle, polling " + queueNames(d.Queues()))
+}
+
+// resolveQueues turns the configured names or ids into queues, once.
+var queueIDPattern = regexp.MustCompile(`^[-a-f0-9]{30,}$`)
+
+func (d *Daemon) resolveQueues(ctx context.Context) ([]Queue, error) {
+	names := d.cfg.Queues
+	if len(names) == 0 {
+		id, name, err := d.c.GetDefaultQueue(ctx)
+		if err == nil && id != "" {
+			return []Queue{{ID: id, Name: name}}, nil
+		}
+		names = []string{"default"}
+	}
+	var out []Queue
+	seen := map[string]bool{}
+	for _, n := range names {
+		q, err := d.resolveQueue(ctx, n)
+		if err != nil {
+			return nil, err
+		}
+		if !seen[q.ID] {
+			seen[q.ID] = true
+			out = append(out, q)
+		}
+	}
+	return out, nil
+}
+
+func (d *Daemon) resolveQueue(ctx context.Context, name string) (Queue, error) {
+	if queueIDPattern.MatchString(name) {
+		q, err := d.c.GetQueue(ctx, name)
+		if err == nil {
+			return Queue{ID: q.ID, Name: q.Name}, nil
+		}
+		if !api.IsInvalidQueue(err) {
+			return Queue{}, err
+		}
+	}
+	qs, err := d.c.QueuesByName(ctx, name)
+	if err != nil {
+		return Queue{}, err
+	}
+	switch len(qs) {
+	case 1:
+		return Queue{ID: qs[0].ID, Name: qs[0].Name}, nil
+	case 0:
+		if d.cfg.CreateQueue {
+			id, err := d.c.CreateQueue(ctx, api.CreateQueueRequest{Name: name})
+			if err != nil {
+				return Queue{}, fmt.Errorf("creating queue %q: %w", name, err)
+			}
+			fmt.Fprintf(d.cfg.Out, "Created queue %q (%s)\n", name, id)
+			return Queue{ID: id, Name: name}, nil
+		}
+		all, _ := d.c.GetAllQueues(ctx, api.GetAllQueuesRequest{OnlyFields: []string{"id", "name"}})
+		var have []string
+		for _, q := range all {
+			have = append(have, q.Name)
+		}
+		sort.Strings(have)
+		existing := "none"
+		if len(have) > 0 {
+			existing = strings.Join(have, ", ")
+		}
+		return Queue{}, fmt.Errorf("%w: unknown queue %q (existing queues: %s); create it with --create-queue", ErrFatal, name, existing)
+	default:
+		var ids []string
+		for _, q := range qs {
+			ids = append(ids, q.Name+"="+q.ID)
+		}
+		return Queue{}, fmt.Errorf("%w: queue name %q matches several queues (%s); pass the queue id instead", ErrFatal, name, strings.Join(ids, ", "))
+	}
+}
+
+// runTask runs one task to its end under ctx (cancelling ctx aborts it).
+func (d *Daemon) runTask(ctx context.Context, id string, q Queue) {
+	d.running.Add(1)
+	defer d.running.Add(-1)
+	d.pulled(ctx, id, q)
+	out, err := d.cfg.Runner.Run(ctx, id, task.Options{FromQueue: true})
+	d.finished(id, out, err)
+}
+
+func (d *Daemon) startService(ctx context.Context, wg *sync.WaitGroup, id string, q Queue) {
+	d.running.Add(1)
+	d.pulled(ctx, id, q)
+	r := d.cfg.Runner
+	if d.cfg.NewServiceRunner != nil {
+		r = d.cfg.NewServiceRunner(d.cfg.WorkerID + ":service:" + id)
+	}
+	started := make(chan struct{})
+	var once sync.Once
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer d.running.Add(-1)
+		out, err := r.Run(ctx, id, task.Options{FromQueue: true, Started: func(int) { once.Do(func() { close(started) }) }})
+		once.Do(func() { close(started) })
+		d.finished(id, out, err)
+	}()
+	<-started
+	fmt.Fprintf(d.cfg.Out, "Service %s started, running in the background\n", id)
+	d.mu.Lock()
+	d.curTask, d.curQueue = "", ""
+	d.mu.Unlock()
+}
+
+func (d *Daemon) pulled(ctx context.Context, id string, q Queue) {
+	if _, err := d.c.Started(ctx, api.StatusRequest{Task: id, StatusMessage: "pulled by agent", Force: true}); err != nil {
+		d.log.Warn("tasks.started failed", "task", id, "err", err)
+	}
+	d.mu.Lock()
+	d.curTask, d.curQueue = id, q.ID
+	d.mu.Unlock()
+	d.report(ctx)
+	fmt.Fprintf(d.cfg.Out, "task %s pulled from %s by worker %s\n", id, q.Name, d.cfg.WorkerID)
+	d.setStatus(fmt.Sprintf("running task %s (queue %s)", id, q.Name))
+}
+
+func (d *Daemon) finished(id string, out task.Outcome, err error) {
+	if err != nil {
+		d.log.Error("task could not run", "task", id, "err", err)
+		fmt.Fprintf(d.cfg.Out, "task %s could not run: %v\n", id, err)
+	} else {
+		fmt.Fprintf(d.cfg.Out, "task %s finished: %s (%s)\n", out.TaskID, orDash(out.Status), out.Reason)
+	}
+	d.mu.Lock()
+	if d.curTask == id {
+		d.curTask, d.curQueue = "", ""
+	}
+	d.mu.Unlock()
+}
+
+// reportLoop sends workers.status_report: first after 3 s, then every
+// ReportInterval, and a final one is not needed (unregister follows).
+func (d *Daemon) reportLoop(ctx context.Context) {
+	t := time.NewTimer(3 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		d.report(ctx)
+		t.Reset(d.cfg.ReportInterval)
+	}
+}
+
+func (d *Daemon) report(ctx context.Context) {
+	d.mu.Lock()
+	r := api.StatusReport{Worker: d.cfg.WorkerID, Timestamp: time.Now().UnixMilli(), Task: d.curTask,
+		Queue: d.curQueue, Queues: queueIDs(d.queues), Tags: d.cfg.Tags}
+	d.mu.Unlock()
+	if d.cfg.Stats != nil {
+		ms := d.cfg.Stats.Report()
+		r.MachineStats = &ms
+	}
+	if err := d.c.ReportStatus(ctx, r); err != nil && ctx.Err() == nil {
+		d.log.Debug("workers.status_report failed", "err", err)
+	}
+}
+
+func (d *Daemon) unregister(ctx context.Context) {
+	c, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := d.c.UnregisterWorker(c, d.cfg.WorkerID); err != nil {
+		d.log.Warn("workers.unregister failed", "err", err)
+	}
+}
+
+// sleep waits for dur, the drain signal or ctx; it reports whether the loop
+// should go on.
+func (d *Daemon) sleep(ctx context.Context, dur time.Duration) bool {
+	t := time.NewTimer(dur)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-d.drain:
+		return false
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func jitter(d time.Duration) time.Duration {
+	return time.Duration(float64(d) * (0.9 + 0.2*rand.Float64()))
+}
+
+func queueIDs(qs []Queue) []string {
+	ids := make([]string, len(qs))
+	for i, q := range qs {
+		ids[i] = q.ID
+	}
+	return ids
+}
+
+func queueNames(qs []Queue) string {
+	n := make([]string, len(qs))
+	for i, q := range qs {
+		n[i] = q.Name
+	}
+	return strings.Join(n, ", ")
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func oneLine(err error) string {
+	s := strings.TrimSpace(err.Error())
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	}
+	return s
+}

@@ -1,0 +1,539 @@
+package provision
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gpufleet/clearml-agent-go/agent/config"
+	"github.com/gpufleet/clearml-agent-go/agent/gpu"
+	"github.com/gpufleet/clearml-agent-go/unitgen"
+)
+
+// Defaults for zero Inputs fields.
+const (
+	DefaultPrefix        = "/usr/local"
+	DefaultServicesQueue = "services"
+	DefaultQueue         = "default"
+	// SysusersPath and TmpfilesPath create the agent user and fix the
+	// config's ownership at boot (image builds), and are harmless on a live
+	// host where the user already exists.
+	SysusersPath = "/usr/lib/sysusers.d/clearml-agent.conf"
+	TmpfilesPath = "/usr/lib/tmpfiles.d/clearml-agent.conf"
+	// AgentHome is the system user's home directory.
+	AgentHome = "/var/lib/clearml-agent"
+)
+
+// Inputs are everything agent-provision was asked for.
+type Inputs struct {
+	APIHost, WebHost, FilesHost string
+	AccessKey, SecretKey        string
+	// Queues are the queues of every GPU and CPU agent (default "default").
+	Queues []string
+	// AgentQueues overrides Queues per instance: "gpu0" -> ["q1", "q2"].
+	AgentQueues map[string][]string
+	// GPUs is the --gpus spec ("0,1", "0,1+2,3", "all", UUIDs, "0:1" MIG);
+	// GPUsPerAgent groups plain ids.
+	GPUs         string
+	GPUsPerAgent int
+	// CPUAgents adds cpu0..cpuN-1 running --cpu-only.
+	CPUAgents int
+	// ServicesAgent adds the "services" instance in services mode on
+	// ServicesQueue (default "services").
+	ServicesAgent bool
+	ServicesQueue string
+	// Docker asks for docker mode, which this version refuses.
+	Docker      bool
+	DockerImage string
+
+	GitUser, GitPass string
+	ExtraIndexURLs   []string
+	DefaultOutputURI string
+
+	User       string // agent account, default clearml
+	Prefix     string // install prefix of the clearml-agent binary, default /usr/local
+	ConfigPath string // default /etc/clearml-agent/clearml.conf
+	// Root writes everything under this directory (an image root), enables
+	// units offline and starts nothing. Empty means the live system.
+	Root string
+	// FirstBootCreds allows missing credentials; `agent-provision first-boot`
+	// fills them in later.
+	FirstBootCreds bool
+	// Hostname prefixes worker ids ("host:gpu0"); empty lets each agent
+	// derive its own (right for images, whose host name is not known yet).
+	Hostname string
+	// WatchdogSec overrides the unit's watchdog (0: unitgen's default).
+	WatchdogSec int
+	// DrainTimeout overrides how long a stop waits for the running task.
+	DrainTimeout time.Duration
+}
+
+// FileAction is what Apply does with one file.
+type FileAction string
+
+const (
+	FileKeep   FileAction = "keep"
+	FileCreate FileAction = "create"
+	FileUpdate FileAction = "update"
+	FileDelete FileAction = "delete"
+)
+
+// FileChange is one file of the plan.
+type FileChange struct {
+	Target string // path on the provisioned system, e.g. /etc/clearml-agent/clearml.conf
+	Path   string // where it is written on this machine (Target under Root)
+	Action FileAction
+	Old    []byte // nil when the file does not exist
+	New    []byte // nil for FileDelete
+	Mode   fs.FileMode
+	// AgentOwned files are chowned to the agent user (clearml.conf).
+	AgentOwned bool
+	secrets    []string
+}
+
+// Diff is a line diff of Old and New with credentials masked.
+func (f FileChange) Diff() string {
+	return maskSecrets(lineDiff(string(f.Old), string(f.New)), f.secrets)
+}
+
+// UnitAction is what Apply does with one agent unit.
+type UnitAction string
+
+const (
+	UnitKeep    UnitAction = "keep"
+	UnitStart   UnitAction = "start"
+	UnitRestart UnitAction = "restart"
+	UnitStop    UnitAction = "stop"
+)
+
+// UnitChange is one agent unit of the plan.
+type UnitChange struct {
+	Unit   string // clearml-agent@gpu0.service
+	Action UnitAction
+	Reason string // why, e.g. "environment file changed"
+}
+
+// Agent is one wanted agent.
+type Agent struct {
+	Spec unitgen.AgentSpec
+	Unit string
+}
+
+// Plan is what Apply will do.
+type Plan struct {
+	Inputs   Inputs // with defaults filled in
+	Agents   []Agent
+	Files    []FileChange
+	Units    []UnitChange
+	Warnings []string
+	Unit     unitgen.Options
+}
+
+// Changed reports whether applying the plan writes or (re)starts anything.
+func (p *Plan) Changed() bool {
+	for _, f := range p.Files {
+		if f.Action != FileKeep {
+			return true
+		}
+	}
+	for _, u := range p.Units {
+		if u.Action != UnitKeep {
+			return true
+		}
+	}
+	return false
+}
+
+// String renders the plan for --dry-run and for the log of a real run.
+func (p *Plan) String() string {
+	var b strings.Builder
+	for _, w := range p.Warnings {
+		fmt.Fprintf(&b, "warning: %s\n", w)
+	}
+	where := "this system"
+	if p.Inputs.Root != "" {
+		where = "image root " + p.Inputs.Root
+	}
+	fmt.Fprintf(&b, "plan for %s: %d agent(s)\n", where, len(p.Agents))
+	for _, a := range p.Agents {
+		gpus := strings.Join(a.Spec.GPUs, ",")
+		if gpus == "" {
+			gpus = "-"
+		}
+		fmt.Fprintf(&b, "  %s gpus=%s queues=%s args=%q\n", a.Unit, gpus, strings.Join(a.Spec.Queues, ","),
+			strings.Join(unitgen.DaemonArgs(a.Spec), " "))
+	}
+	b.WriteString("files:\n")
+	for _, f := range p.Files {
+		fmt.Fprintf(&b, "  %-7s %s (%04o)\n", f.Action, f.Target, f.Mode.Perm())
+		if f.Action != FileKeep {
+			for _, l := range strings.Split(strings.TrimRight(f.Diff(), "\n"), "\n") {
+				if l != "" {
+					b.WriteString("      " + l + "\n")
+				}
+			}
+		}
+	}
+	b.WriteString("units:\n")
+	for _, u := range p.Units {
+		fmt.Fprintf(&b, "  %-7s %s", u.Action, u.Unit)
+		if u.Reason != "" {
+			fmt.Fprintf(&b, " (%s)", u.Reason)
+		}
+		b.WriteString("\n")
+	}
+	if !p.Changed() {
+		b.WriteString("nothing to change\n")
+	}
+	return b.String()
+}
+
+func withDefaults(in Inputs) Inputs {
+	if in.User == "" {
+		in.User = unitgen.DefaultUser
+	}
+	if in.Prefix == "" {
+		in.Prefix = DefaultPrefix
+	}
+	if in.ConfigPath == "" {
+		in.ConfigPath = unitgen.DefaultConfigPath
+	}
+	if in.ServicesQueue == "" {
+		in.ServicesQueue = DefaultServicesQueue
+	}
+	if len(in.Queues) == 0 {
+		in.Queues = []string{DefaultQueue}
+	}
+	return in
+}
+
+// NewPlan computes the plan for in. inv is the NVML inventory, nil when NVML
+// is absent (explicit GPU ids are then accepted with a warning). It reads the
+// files on disk but writes nothing.
+func NewPlan(in Inputs, inv *gpu.Inventory) (*Plan, error) {
+	in = withDefaults(in)
+	p := &Plan{Inputs: in}
+	if in.Docker {
+		return nil, errors.New("--docker: docker mode is not available yet in this version; run without --docker")
+	}
+	if in.CPUAgents < 0 {
+		return nil, fmt.Errorf("--cpu-agents %d: must be 0 or more", in.CPUAgents)
+	}
+	if in.Root != "" {
+		if !filepath.IsAbs(in.Root) {
+			abs, err := filepath.Abs(in.Root)
+			if err != nil {
+				return nil, fmt.Errorf("--root %q: %v", in.Root, err)
+			}
+			in.Root = abs
+			p.Inputs.Root = abs
+		}
+		fi, err := os.Stat(in.Root)
+		switch {
+		case err != nil:
+			return nil, fmt.Errorf("--root %q: %v; create the image root first", in.Root, err)
+		case !fi.IsDir():
+			return nil, fmt.Errorf("--root %q: not a directory; pass the directory that will become / of the image", in.Root)
+		}
+	}
+	if !path.IsAbs(in.Prefix) || path.Clean(in.Prefix) != in.Prefix {
+		return nil, fmt.Errorf("--prefix %q: must be a clean absolute path, e.g. %s", in.Prefix, DefaultPrefix)
+	}
+	if !path.IsAbs(in.ConfigPath) {
+		return nil, fmt.Errorf("--config %q: must be an absolute path, e.g. %s", in.ConfigPath, unitgen.DefaultConfigPath)
+	}
+	if (in.AccessKey == "") != (in.SecretKey == "") {
+		return nil, errors.New("credentials: give both --access-key and --secret-key (or CLEARML_API_ACCESS_KEY and CLEARML_API_SECRET_KEY), not only one")
+	}
+
+	agents, warnings, err := agentSpecs(in, inv)
+	if err != nil {
+		return nil, err
+	}
+	p.Warnings = warnings
+	p.Unit = unitgen.Options{
+		BinaryPath:   path.Join(in.Prefix, "bin/clearml-agent"),
+		ConfigPath:   in.ConfigPath,
+		User:         in.User,
+		WatchdogSec:  in.WatchdogSec,
+		DrainTimeout: in.DrainTimeout,
+	}
+	files, err := unitgen.Generate(p.Unit, agents)
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range agents {
+		p.Agents = append(p.Agents, Agent{Spec: a, Unit: unitgen.InstanceUnit(a.Instance)})
+	}
+
+	// clearml.conf first: its errors (syntax, credentials) matter most.
+	conf, err := p.confChange()
+	if err != nil {
+		return nil, err
+	}
+	p.Files = append(p.Files, conf)
+	changed := map[string]bool{} // target path -> changed
+	changed[conf.Target] = conf.Action != FileKeep
+	for _, f := range files {
+		fc, err := p.fileChange("/"+f.Path, f.Content, f.Mode)
+		if err != nil {
+			return nil, err
+		}
+		changed[fc.Target] = fc.Action != FileKeep
+		p.Files = append(p.Files, fc)
+	}
+	for _, extra := range []struct {
+		target string
+		data   string
+	}{
+		{SysusersPath, fmt.Sprintf("# generated by agent-provision\nu %s - \"ClearML agent\" %s /usr/sbin/nologin\n", in.User, AgentHome)},
+		{TmpfilesPath, fmt.Sprintf("# generated by agent-provision: the config holds credentials\nz %s 0600 %s %s -\n", in.ConfigPath, in.User, in.User)},
+	} {
+		fc, err := p.fileChange(extra.target, []byte(extra.data), 0o644)
+		if err != nil {
+			return nil, err
+		}
+		p.Files = append(p.Files, fc)
+	}
+
+	// Agents on disk that are no longer wanted.
+	envDir := path.Join("/", unitgen.DefaultEnvDir)
+	wanted := map[string]bool{}
+	for _, a := range agents {
+		wanted[a.Instance] = true
+	}
+	existing, err := p.existingInstances()
+	if err != nil {
+		return nil, err
+	}
+	var removed []string
+	for _, inst := range existing {
+		if wanted[inst] {
+			continue
+		}
+		target := path.Join(envDir, inst+".env")
+		old, _, err := p.read(target)
+		if err != nil {
+			return nil, err
+		}
+		p.Files = append(p.Files, FileChange{Target: target, Path: p.hostPath(target), Action: FileDelete, Old: old, Mode: 0o640})
+		removed = append(removed, inst)
+	}
+
+	template := changed["/"+path.Join(unitgen.UnitDir, unitgen.TemplateName)]
+	for _, a := range p.Agents {
+		envTarget := path.Join(envDir, a.Spec.Instance+".env")
+		uc := UnitChange{Unit: a.Unit, Action: UnitKeep}
+		switch {
+		case !slices.Contains(existing, a.Spec.Instance):
+			uc.Action, uc.Reason = UnitStart, "new agent"
+		case changed[envTarget]:
+			uc.Action, uc.Reason = UnitRestart, "environment file changed"
+		case template:
+			uc.Action, uc.Reason = UnitRestart, "unit template changed"
+		case conf.Action != FileKeep:
+			uc.Action, uc.Reason = UnitRestart, "clearml.conf changed"
+		}
+		p.Units = append(p.Units, uc)
+	}
+	for _, inst := range removed {
+		p.Units = append(p.Units, UnitChange{Unit: unitgen.InstanceUnit(inst), Action: UnitStop, Reason: "no longer wanted"})
+	}
+	return p, nil
+}
+
+// agentSpecs lists the wanted agents: one per GPU group, then cpu0.., then services.
+func agentSpecs(in Inputs, inv *gpu.Inventory) ([]unitgen.AgentSpec, []string, error) {
+	var specs []unitgen.AgentSpec
+	var warnings []string
+	worker := func(suffix string) string {
+		if in.Hostname == "" {
+			return ""
+		}
+		return in.Hostname + ":" + suffix
+	}
+	if strings.TrimSpace(in.GPUs) != "" {
+		as, w, err := gpu.ParseAssignment(in.GPUs, in.GPUsPerAgent, inv)
+		if err != nil {
+			return nil, nil, err
+		}
+		warnings = append(warnings, w...)
+		for _, a := range as {
+			specs = append(specs, unitgen.AgentSpec{Instance: a.Instance, GPUs: a.Devices, Queues: in.Queues, WorkerID: worker(a.WorkerSuffix)})
+		}
+	} else if in.GPUsPerAgent > 1 {
+		return nil, nil, fmt.Errorf("--gpus-per-agent %d without --gpus; add e.g. --gpus all", in.GPUsPerAgent)
+	}
+	for i := 0; i < in.CPUAgents; i++ {
+		name := "cpu" + strconv.Itoa(i)
+		specs = append(specs, unitgen.AgentSpec{Instance: name, CPUOnly: true, Queues: in.Queues, WorkerID: worker(name)})
+	}
+	if in.ServicesAgent {
+		specs = append(specs, unitgen.AgentSpec{Instance: "services", Services: true, Queues: []string{in.ServicesQueue}, WorkerID: worker("services")})
+	}
+	if len(specs) == 0 {
+		return nil, nil, errors.New("nothing to provision: give --gpus 0,1 (or all), --cpu-agents N or --services-agent")
+	}
+	known := map[string]int{}
+	for i, s := range specs {
+		known[s.Instance] = i
+	}
+	names := make([]string, 0, len(in.AgentQueues))
+	for k := range in.AgentQueues {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		i, ok := known[name]
+		if !ok {
+			all := make([]string, 0, len(specs))
+			for _, s := range specs {
+				all = append(all, s.Instance)
+			}
+			return nil, nil, fmt.Errorf("--agent-queues %s=...: no agent named %q; agents are %s", name, name, strings.Join(all, ", "))
+		}
+		specs[i].Queues = in.AgentQueues[name]
+	}
+	return specs, warnings, nil
+}
+
+// hostPath maps a path of the provisioned system to this machine.
+func (p *Plan) hostPath(target string) string {
+	if p.Inputs.Root == "" {
+		return target
+	}
+	return filepath.Join(p.Inputs.Root, filepath.FromSlash(target))
+}
+
+// read returns the file's content (nil when missing) and mode.
+func (p *Plan) read(target string) ([]byte, fs.FileMode, error) {
+	hp := p.hostPath(target)
+	data, err := os.ReadFile(hp)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("read %s: %v; fix its permissions or remove it", hp, err)
+	}
+	if data == nil {
+		data = []byte{}
+	}
+	fi, err := os.Stat(hp)
+	if err != nil {
+		return nil, 0, fmt.Errorf("read %s: %v", hp, err)
+	}
+	return data, fi.Mode().Perm(), nil
+}
+
+func (p *Plan) fileChange(target string, data []byte, mode fs.FileMode) (FileChange, error) {
+	old, oldMode, err := p.read(target)
+	if err != nil {
+		return FileChange{}, err
+	}
+	fc := FileChange{Target: target, Path: p.hostPath(target), Old: old, New: data, Mode: mode}
+	switch {
+	case old == nil:
+		fc.Action = FileCreate
+	case !bytes.Equal(old, data) || oldMode != mode:
+		fc.Action = FileUpdate
+	default:
+		fc.Action = FileKeep
+	}
+	return fc, nil
+}
+
+// confChange renders clearml.conf, or merges the agent settings into an
+// existing one without touching its api section.
+func (p *Plan) confChange() (FileChange, error) {
+	in := p.Inputs
+	old, _, err := p.read(in.ConfigPath)
+	if err != nil {
+		return FileChange{}, err
+	}
+	secrets := []string{in.SecretKey, in.GitPass}
+	var data []byte
+	if old == nil {
+		if in.AccessKey == "" && !in.FirstBootCreds {
+			return FileChange{}, fmt.Errorf("credentials missing: %s does not exist and no --access-key/--secret-key (CLEARML_API_ACCESS_KEY/CLEARML_API_SECRET_KEY) were given; pass them, or --first-boot-creds to fill them in later with `agent-provision first-boot`", in.ConfigPath)
+		}
+		if in.APIHost == "" {
+			return FileChange{}, errors.New("--api-host (CLEARML_API_HOST) is required to write a new clearml.conf, e.g. --api-host https://api.clear.ml")
+		}
+		data = config.Render(config.APIWriteSettings{
+			APIServer: in.APIHost, WebServer: in.WebHost, FilesServer: in.FilesHost,
+			AccessKey: in.AccessKey, SecretKey: in.SecretKey,
+		}, config.AgentWriteSettings{
+			GitUser: in.GitUser, GitPass: in.GitPass, ExtraIndexURLs: in.ExtraIndexURLs,
+			DefaultOutputURI: in.DefaultOutputURI,
+		})
+	} else {
+		keys := map[string]any{}
+		if in.GitUser != "" {
+			keys["git_user"] = in.GitUser
+		}
+		if in.GitPass != "" {
+			keys["git_pass"] = in.GitPass
+		}
+		if len(in.ExtraIndexURLs) > 0 {
+			keys["package_manager.extra_index_url"] = in.ExtraIndexURLs
+		}
+		if len(keys) == 0 && !bytes.Contains(old, []byte("# BEGIN clearml-agent managed")) {
+			data = old // nothing of ours to merge: leave the file byte for byte
+		} else {
+			data, err = config.MergeAgentSection(p.hostPath(in.ConfigPath), old, keys)
+			if err != nil {
+				return FileChange{}, err
+			}
+		}
+		if in.AccessKey != "" || in.APIHost != "" {
+			p.Warnings = append(p.Warnings, fmt.Sprintf("%s exists: its api section (server and credentials) was kept; edit it or remove the file to write new ones", in.ConfigPath))
+		}
+		if in.DefaultOutputURI != "" {
+			p.Warnings = append(p.Warnings, fmt.Sprintf("%s exists: --default-output-uri was not merged; set sdk.development.default_output_uri there", in.ConfigPath))
+		}
+	}
+	fc, err := p.fileChange(in.ConfigPath, data, 0o600)
+	if err != nil {
+		return FileChange{}, err
+	}
+	fc.AgentOwned = true
+	fc.secrets = secrets
+	return fc, nil
+}
+
+// existingInstances lists the instances with an environment file on disk.
+func (p *Plan) existingInstances() ([]string, error) {
+	dir := p.hostPath(path.Join("/", unitgen.DefaultEnvDir))
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %v", dir, err)
+	}
+	var out []string
+	for _, e := range entries {
+		if name, ok := strings.CutSuffix(e.Name(), ".env"); ok && e.Type().IsRegular() {
+			out = append(out, name)
+		}
+	}
+	return out, nil
+}
+
+func maskSecrets(s string, secrets []string) string {
+	for _, sec := range secrets {
+		if len(sec) >= 1 {
+			s = strings.ReplaceAll(s, sec, "********")
+		}
+	}
+	return s
+}
