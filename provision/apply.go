@@ -9,7 +9,6 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
-	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -45,11 +44,11 @@ type Host struct {
 
 // Result is what Apply did.
 type Result struct {
-	Written, Removed              []string // host paths
-	Started, Restarted, Stopped   []string // units
-	NotStarted                    []string // units written but not started (after an error, or with NoStart)
-	States                        []systemd.UnitState
-	RolledBack                    bool
+	Written, Removed            []string // host paths
+	Started, Restarted, Stopped []string // units
+	NotStarted                  []string // units written but not started (after an error, or with NoStart)
+	States                      []systemd.UnitState
+	RolledBack                  bool
 }
 
 func (h *Host) logf(format string, args ...any) {
@@ -367,6 +366,3 @@ func lookupPasswd(file, user string) (int, int, bool) {
 	}
 	return -1, -1, false
 }
-
-// ensure path is used (go vet on unused imports while iterating).
-var _ = path.Join

@@ -537,3 +537,30 @@ func maskSecrets(s string, secrets []string) string {
 	}
 	return s
 }
+
+// Command is what the agent's unit would run, for `agent-provision run`:
+// the argv (binary, --config-file, daemon --foreground --queue Q..., then
+// the daemon arguments) and the variables its environment file and unit
+// add, with the state, cache and log directories under stateRoot/<instance>.
+func (p *Plan) Command(a Agent, binary, stateRoot string) (argv, env []string) {
+	argv = append([]string{binary, "--config-file", p.hostPath(p.Inputs.ConfigPath), "daemon", "--foreground", "--queue"}, a.Spec.Queues...)
+	argv = append(argv, unitgen.DaemonArgs(a.Spec)...)
+	dir := filepath.Join(stateRoot, a.Spec.Instance)
+	env = []string{
+		unitgen.EnvQueues + "=" + strings.Join(a.Spec.Queues, " "),
+		unitgen.EnvDaemonArgs + "=" + strings.Join(unitgen.DaemonArgs(a.Spec), " "),
+		"CLEARML_AGENT_STATE_DIR=" + filepath.Join(dir, "state"),
+		"CLEARML_AGENT_CACHE_DIR=" + filepath.Join(dir, "cache"),
+		"CLEARML_AGENT_LOG_DIR=" + filepath.Join(dir, "logs"),
+	}
+	if a.Spec.WorkerID != "" {
+		env = append(env, unitgen.EnvWorkerID+"="+a.Spec.WorkerID)
+	}
+	if len(a.Spec.GPUs) > 0 {
+		env = append(env, unitgen.EnvGPUs+"="+strings.Join(a.Spec.GPUs, ","))
+	}
+	return argv, env
+}
+
+// ConfigFile is the plan's clearml.conf change.
+func (p *Plan) ConfigFile() FileChange { return p.Files[0] }

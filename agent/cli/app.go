@@ -122,7 +122,7 @@ func parse(app *kingpin.Application, args []string) (cmd string, exited int, err
 
 func run(ctx context.Context, g *Globals, args []string) int {
 	app := NewApp(g)
-	cmd, exited, err := parse(app, args)
+	cmd, exited, err := parse(app, normalizeArgs(args))
 	if exited >= 0 {
 		return exited // --help, --version
 	}

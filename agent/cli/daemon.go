@@ -1,0 +1,289 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/alecthomas/kingpin/v2"
+
+	"github.com/gpufleet/clearml-agent-go/agent/api"
+	"github.com/gpufleet/clearml-agent-go/agent/config"
+	"github.com/gpufleet/clearml-agent-go/agent/identity"
+	"github.com/gpufleet/clearml-agent-go/agent/stats"
+	"github.com/gpufleet/clearml-agent-go/agent/task"
+	"github.com/gpufleet/clearml-agent-go/agent/worker"
+	"github.com/gpufleet/clearml-agent-go/internal/sdnotify"
+)
+
+func init() { commands = append(commands, registerDaemon) }
+
+// daemonFlags are the daemon's command-line settings.
+type daemonFlags struct {
+	queues        []string
+	orderFairness bool
+	createQueue   bool
+	gpus          string
+	cpuOnly       bool
+	services      string // "" off, "-1" unlimited, else N
+	foreground    bool
+	detached      bool
+	stop          []string
+	status        bool
+	logLevel      string
+	pollInterval  int
+	tags          []string
+	stateDir      string
+}
+
+const signalHelp = `Signals: the first SIGTERM or SIGINT drains (finish the running task, take no new one, then exit); ` +
+	`a second one aborts the running task (SIGTERM to its process group, the grace period, SIGKILL) and marks it stopped; ` +
+	`a third exits at once. SIGHUP reloads the configuration for the next task.`
+
+func registerDaemon(app *kingpin.Application, g *Globals) {
+	var f daemonFlags
+	cmd := app.Command("daemon", "Poll queues and run their tasks. "+signalHelp)
+	cmd.Flag("queue", "Queues to pull tasks from, names or ids, in priority order (--queue high low). Default: the server's default queue.").
+		Envar("CLEARML_AGENT_QUEUES").StringsVar(&f.queues)
+	cmd.Flag("order-fairness", "Pull from the queues in round robin instead of priority order.").BoolVar(&f.orderFairness)
+	cmd.Flag("create-queue", "Create queues that do not exist.").BoolVar(&f.createQueue)
+	cmd.Flag("gpus", "GPUs for the tasks (sets CUDA_VISIBLE_DEVICES and NVIDIA_VISIBLE_DEVICES): 0, 0,1, all, or MIG ids like 0:1.").
+		StringVar(&f.gpus)
+	cmd.Flag("cpu-only", "Run tasks without GPUs.").Envar("CLEARML_CPU_ONLY").BoolVar(&f.cpuOnly)
+	cmd.Flag("services-mode", "Start each task and go on polling at once (venv processes). An optional N caps how many run (--services-mode 5).").
+		PlaceHolder("N").StringVar(&f.services)
+	cmd.Flag("foreground", "Run in the foreground, logging to stderr (what systemd units use).").BoolVar(&f.foreground)
+	cmd.Flag("detached", "Run in the background; pid and log files go to the state directory.").BoolVar(&f.detached)
+	cmd.Flag("stop", "Stop a running agent (by worker id; with none, the only one running) and exit.").PlaceHolder("WORKER_ID").StringsVar(&f.stop)
+	cmd.Flag("status", "Print the agents running on this machine and exit.").BoolVar(&f.status)
+	cmd.Flag("log-level", "Log level of the agent and of tasks (CLEARML_LOG_LEVEL).").Default("INFO").
+		EnumVar(&f.logLevel, "DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL", "debug", "info", "warn", "warning", "error", "critical")
+	cmd.Flag("polling-interval", "Seconds between queue polls (at least 5; CLEARML_AGENT_QUEUE_POLL_FREQ_SEC may set less).").IntVar(&f.pollInterval)
+	cmd.Flag("child-report-tags", "Tags for this worker's status reports.").StringsVar(&f.tags)
+	cmd.Flag("state-dir", "Where pid and log files live (default $CLEARML_AGENT_STATE_DIR, $STATE_DIRECTORY, /var/lib/clearml-agent as root).").
+		StringVar(&f.stateDir)
+	g.Handle(cmd, func(ctx context.Context) error { return runDaemon(ctx, g, &f) })
+}
+
+func runDaemon(ctx context.Context, g *Globals, f *daemonFlags) error {
+	stateDir := f.stateDir
+	if stateDir == "" {
+		stateDir = identity.DefaultStateDir()
+	}
+	if f.status {
+		return printRunning(g.Stdout, stateDir)
+	}
+	servicesMax, services, err := parseServices(f.services)
+	if err != nil {
+		return err
+	}
+	if services {
+		f.cpuOnly, f.gpus = true, ""
+	}
+	cfg, err := g.LoadConfig()
+	if err != nil {
+		return err
+	}
+	agentCfg := cfg.Agent()
+	if agentCfg.CPUOnly {
+		f.cpuOnly = true
+	}
+	idOpts := identity.IDOptions{WorkerID: agentCfg.WorkerID, WorkerName: agentCfg.WorkerName, Getenv: g.Getenv,
+		GPUs: f.gpus, CPUOnly: f.cpuOnly}
+	if len(f.stop) > 0 {
+		sel := strings.Join(f.stop, "")
+		if sel == "" && (f.gpus != "" || agentCfg.WorkerID != "" || g.Getenv("CLEARML_WORKER_ID") != "") {
+			sel = identity.WorkerID(idOpts)
+		}
+		return identity.Stop(ctx, stateDir, sel, 10*time.Second, func(s string) { fmt.Fprintln(g.Stdout, s) })
+	}
+	if f.detached && !identity.IsDetachedChild() {
+		if err := os.MkdirAll(stateDir, 0o755); err != nil {
+			return fmt.Errorf("state dir %s: %w; pass a writable --state-dir", stateDir, err)
+		}
+		logPath := identity.LogPath(stateDir, identity.WorkerID(idOpts))
+		pid, err := identity.Detach(logPath, os.Args[1:], g.Env)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(g.Stdout, "clearml-agent daemon running in the background (pid %d), log: %s\n", pid, logPath)
+		return nil
+	}
+
+	log := newLogger(g, f.logLevel)
+	inst, err := identity.Acquire(stateDir, idOpts)
+	if err != nil {
+		return err
+	}
+	defer inst.Close()
+	wid := inst.WorkerID
+
+	notify := sdnotify.New()
+	var d atomic.Pointer[worker.Daemon]
+	client, err := newClient(g, cfg, func(endpoint string, attempt int, err error) {
+		if dd := d.Load(); dd != nil {
+			dd.Beat()
+		}
+		_ = notify.Status(fmt.Sprintf("server unreachable, retrying (%s, attempt %d): %s", endpoint, attempt, oneLine(err)))
+	}, log)
+	if err != nil {
+		return err
+	}
+
+	poll := agentCfg.PollingInterval
+	if f.pollInterval > 0 {
+		poll = time.Duration(max(f.pollInterval, 5)) * time.Second
+	}
+	if v, err := strconv.ParseFloat(g.Getenv("CLEARML_AGENT_QUEUE_POLL_FREQ_SEC"), 64); err == nil && v > 0 {
+		poll = time.Duration(v * float64(time.Second))
+	}
+	report := agentCfg.StatusReportInterval
+	if v, err := strconv.ParseFloat(g.Getenv("CLEARML_AGENT_STATUS_REPORT_FREQ_SEC"), 64); err == nil && v > 0 {
+		report = time.Duration(v * float64(time.Second))
+	}
+
+	devices := gpuEnv(f.gpus, f.cpuOnly)
+	runners := &reloadableRunner{}
+	build := func(c *config.Config) {
+		runners.set(task.NewRunner(client, taskSettings(g, c, wid, stateDir, devices, nil, log)))
+	}
+	build(cfg)
+
+	collector := stats.NewCollector(stats.Config{DiskPath: g.Home(), GPU: newGPUSampler(devices, log)})
+	wcfg := worker.Config{
+		WorkerID: wid, Queues: splitQueues(f.queues), OrderFairness: f.orderFairness, CreateQueue: f.createQueue,
+		Tags: f.tags, PollInterval: poll, ReportInterval: report, Services: services, ServicesMax: servicesMax,
+		Runner: runners, Notify: notify, Stats: collector, Logger: log, Out: g.Stdout,
+		NewServiceRunner: func(child string) worker.Runner {
+			s := runners.get().Settings()
+			s.WorkerID = child
+			s.VenvsDir = filepath.Join(s.VenvsDir, "services", strings.ReplaceAll(child, ":", "_"))
+			return task.NewRunner(client, s)
+		},
+	}
+	daemon := worker.New(client, wcfg)
+	d.Store(daemon)
+
+	// Signals: drain, abort, exit (see signalHelp); SIGHUP reloads.
+	abortCtx, abort := context.WithCancel(ctx)
+	defer abort()
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	go func() {
+		n := 0
+		for s := range sigs {
+			if s == syscall.SIGHUP {
+				c, err := g.LoadConfig()
+				if err != nil {
+					log.Error("reload failed, keeping the old configuration", "err", err)
+					continue
+				}
+				build(c)
+				log.Info("configuration reloaded; it applies from the next task", "file", c.File())
+				continue
+			}
+			n++
+			switch n {
+			case 1:
+				log.Info("draining: finishing the running task, taking no new one (send the signal again to abort it)", "signal", s.String())
+				daemon.Drain()
+			case 2:
+				log.Warn("aborting the running task (send the signal again to exit at once)", "signal", s.String())
+				abort()
+			default:
+				log.Error("exiting at once", "signal", s.String())
+				os.Exit(130)
+			}
+		}
+	}()
+
+	statsCtx, stopStats := context.WithCancel(ctx)
+	defer stopStats()
+	go collector.Run(statsCtx, 5*time.Second)
+	go func() { _ = notify.RunWatchdog(statsCtx, daemon.Healthy) }()
+
+	err = daemon.Run(abortCtx)
+	switch {
+	case err == nil, errors.Is(err, context.Canceled):
+		return nil
+	case errors.Is(err, worker.ErrFatal):
+		_ = notify.Status("fatal: " + oneLine(err))
+		return errors.New(strings.TrimPrefix(err.Error(), worker.ErrFatal.Error()+": "))
+	default:
+		return err
+	}
+}
+
+// parseServices reads --services-mode's optional N.
+func parseServices(v string) (max int, on bool, err error) {
+	switch v {
+	case "":
+		return 0, false, nil
+	case "-1", "unlimited":
+		return 0, true, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		return 0, false, fmt.Errorf("--services-mode %q: expected a positive number of services (or nothing for unlimited)", v)
+	}
+	return n, true, nil
+}
+
+// splitQueues accepts "a b" and "a,b" forms too (systemd passes
+// $CLEARML_AGENT_QUEUES as one word when quoted).
+func splitQueues(in []string) []string {
+	var out []string
+	for _, q := range in {
+		for _, p := range strings.FieldsFunc(q, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' }) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func printRunning(w io.Writer, stateDir string) error {
+	rs, err := identity.List(stateDir)
+	if err != nil {
+		return err
+	}
+	if len(rs) == 0 {
+		fmt.Fprintf(w, "no clearml-agent is running under %s\n", stateDir)
+		return nil
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "WORKER ID\tPID\tSLOT\tSTARTED\tLOG")
+	for _, r := range rs {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\n", r.WorkerID, r.PID, r.Slot, r.Started.Format(time.RFC3339), r.LogFile)
+	}
+	return tw.Flush()
+}
+
+// reloadableRunner lets SIGHUP swap the task settings between tasks.
+type reloadableRunner struct{ p atomic.Pointer[task.Runner] }
+
+func (r *reloadableRunner) set(x *task.Runner) { r.p.Store(x) }
+func (r *reloadableRunner) get() *task.Runner  { return r.p.Load() }
+func (r *reloadableRunner) Run(ctx context.Context, id string, o task.Options) (task.Outcome, error) {
+	return r.get().Run(ctx, id, o)
+}
+
+func oneLine(err error) string {
+	s := strings.TrimSpace(err.Error())
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	}
+	return s
+}
+
+var _ worker.API = (*api.Client)(nil)

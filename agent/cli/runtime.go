@@ -1,0 +1,128 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/gpufleet/clearml-agent-go/agent/api"
+	"github.com/gpufleet/clearml-agent-go/agent/config"
+	"github.com/gpufleet/clearml-agent-go/agent/repo"
+	"github.com/gpufleet/clearml-agent-go/agent/task"
+)
+
+// newClient builds the API client from the merged configuration. onRetry,
+// when set, hears about every retried call (the daemon turns it into STATUS).
+func newClient(g *Globals, cfg *config.Config, onRetry func(string, int, error), log *slog.Logger) (*api.Client, error) {
+	a := cfg.API()
+	host, _ := os.Hostname()
+	return api.New(api.Config{
+		Host: a.APIServer, AccessKey: a.AccessKey, SecretKey: a.SecretKey, Token: g.Getenv("CLEARML_AUTH_TOKEN"),
+		DefaultMethod: a.DefaultMethod, VerifyCertificate: a.VerifyCertificate, WorkerHeader: host,
+		AgentVersion: Version, TokenExpirationThreshold: a.TokenExpirationThreshold, OnRetry: onRetry, Logger: log,
+	})
+}
+
+// gpuEnv is the device environment of tasks for a --gpus value (reference
+// section 6): "all" unsets CUDA_VISIBLE_DEVICES; a list goes into both, MIG
+// "0.1" written "0:1"; cpu-only is "none".
+func gpuEnv(gpus string, cpuOnly bool) map[string]string {
+	switch {
+	case cpuOnly:
+		return map[string]string{"NVIDIA_VISIBLE_DEVICES": "none", "CUDA_VISIBLE_DEVICES": ""}
+	case gpus == "":
+		return nil
+	case gpus == "all":
+		return map[string]string{"NVIDIA_VISIBLE_DEVICES": "all"}
+	default:
+		v := strings.ReplaceAll(gpus, ".", ":")
+		return map[string]string{"NVIDIA_VISIBLE_DEVICES": v, "CUDA_VISIBLE_DEVICES": v}
+	}
+}
+
+// taskSettings maps the configuration onto the task runner's settings.
+func taskSettings(g *Globals, cfg *config.Config, workerID, stateDir string, devices map[string]string, echo io.Writer, log *slog.Logger) task.Settings {
+	a := cfg.Agent()
+	s := task.Settings{
+		WorkerID:               workerID,
+		Git:                    repo.Creds{User: firstNonEmpty(g.Getenv("CLEARML_AGENT_GIT_USER"), a.GitUser), Pass: firstNonEmpty(g.Getenv("CLEARML_AGENT_GIT_PASS"), a.GitPass), Host: firstNonEmpty(g.Getenv("CLEARML_AGENT_GIT_HOST"), a.GitHost)},
+		ForceSSH:               a.ForceGitSSHProtocol,
+		SSHUser:                a.ForceGitSSHUser,
+		SSHPort:                a.ForceGitSSHPort,
+		TranslateSSH:           a.TranslateSSH,
+		IgnoreRequestedVersion: a.IgnoreRequestedPythonVersion,
+		ExtraIndexURLs:         a.PackageManager.ExtraIndexURL,
+		ExtraPipFlags:          append(a.PackageManager.ExtraPipInstallFlags, strings.Fields(g.Getenv("CLEARML_EXTRA_PIP_INSTALL_FLAGS"))...),
+		SystemSitePackages:     a.PackageManager.SystemSitePackages,
+		VenvsDir:               a.VenvsDir,
+		VenvsCacheMax:          a.VenvsCache.MaxEntries,
+		ExtraEnv:               map[string]string{},
+		ConfigFile:             cfg.File(),
+		KeepCarriageReturn:     !a.SuppressCarriageReturn,
+		AbortGrace:             a.AbortGracePeriod,
+		PingInterval:           a.TaskPingInterval,
+		Env:                    g.Env,
+		SpoolDir:               filepath.Join(stateDir, "spool"),
+		Echo:                   echo,
+		Logger:                 log,
+	}
+	if a.TaskPingInterval == 0 {
+		s.PingInterval = -1
+	}
+	if a.VCSCacheEnabled {
+		s.VCSCache = a.VCSCachePath
+	}
+	s.VenvsCache = firstNonEmpty(g.Getenv("CLEARML_AGENT_VENV_CACHE_PATH"), a.VenvsCache.Path)
+	for _, p := range []string{a.PythonBinary, a.DefaultPython} {
+		if p != "" {
+			s.PythonFallbacks = append(s.PythonFallbacks, p)
+		}
+	}
+	for k, v := range a.Environment {
+		s.ExtraEnv[k] = v
+	}
+	for k, v := range devices {
+		s.ExtraEnv[k] = v
+	}
+	return s
+}
+
+func firstNonEmpty(v ...string) string {
+	for _, s := range v {
+		if s != "" {
+			return s
+		}
+	}
+	return ""
+}
+
+// newLogger returns the agent's own logger: text on stderr, without
+// timestamps under journald (it stamps lines itself).
+func newLogger(g *Globals, level string) *slog.Logger {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(strings.ToUpper(level))); err != nil {
+		lv = slog.LevelInfo
+	}
+	if g.Debug {
+		lv = slog.LevelDebug
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	if g.Getenv("JOURNAL_STREAM") != "" || g.Getenv("INVOCATION_ID") != "" {
+		opts.ReplaceAttr = func(groups []string, a slog.Attr) slog.Attr {
+			if len(groups) == 0 && a.Key == slog.TimeKey {
+				return slog.Attr{}
+			}
+			return a
+		}
+	}
+	return slog.New(slog.NewTextHandler(g.Stderr, opts))
+}
+
+// exitErr formats an error for the CLI.
+func exitErr(code int, format string, args ...any) error {
+	return &ExitError{Code: code, Msg: "clearml-agent: error: " + fmt.Sprintf(format, args...)}
+}
+
