@@ -92,7 +92,11 @@ func Apply(ctx context.Context, p *Plan, h Host) (*Result, error) {
 	if ensure == nil {
 		ensure = EnsureUser
 	}
-	uid, gid, err := ensure(ctx, p.Inputs.Root, p.Inputs.User)
+	userRoot := p.Inputs.Root
+	if userRoot == "" {
+		userRoot = p.Inputs.SystemRoot
+	}
+	uid, gid, err := ensure(ctx, userRoot, p.Inputs.User)
 	if err != nil {
 		return res, err
 	}
@@ -209,6 +213,10 @@ func Apply(ctx context.Context, p *Plan, h Host) (*Result, error) {
 	}
 
 	// Live: reload, enable, start; roll back only while nothing started.
+	if len(undo) == 0 && len(starts) == 0 && len(restarts) == 0 {
+		h.logf("nothing to change: every agent is provisioned as asked and running")
+		return res, nil
+	}
 	if len(undo) > 0 {
 		h.logf("daemon-reload")
 		if err := h.Manager.Reload(ctx); err != nil {

@@ -139,6 +139,7 @@ func ReadEnvFile(file string) (map[string]string, error) {
 // RemoveOptions say what Remove deletes.
 type RemoveOptions struct {
 	Root        string // image root; "" is the live system
+	SystemRoot  string // where / of the live system is (tests); "" is /
 	ConfigPath  string // default unitgen.DefaultConfigPath
 	PurgeConfig bool   // delete clearml.conf too
 }
@@ -163,7 +164,11 @@ func Remove(ctx context.Context, o RemoveOptions, h Host) ([]string, error) {
 			return nil, errors.New("agent-provision remove: no systemd connection; systemd must be PID 1 (or use --root DIR)")
 		}
 	}
-	hp := func(target string) string { return filepath.Join(o.Root, "/", target) }
+	base := o.Root
+	if base == "" {
+		base = o.SystemRoot
+	}
+	hp := func(target string) string { return filepath.Join(base, "/", target) }
 	envDir := hp(unitgen.DefaultEnvDir)
 	units := map[string]bool{}
 	entries, err := os.ReadDir(envDir)

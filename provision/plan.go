@@ -8,6 +8,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -65,6 +66,10 @@ type Inputs struct {
 	// Root writes everything under this directory (an image root), enables
 	// units offline and starts nothing. Empty means the live system.
 	Root string
+	// SystemRoot is where / of the live system lies on this machine: ""
+	// means /. Unlike Root, units are still started through the Manager;
+	// tests point it at a temporary directory.
+	SystemRoot string
 	// FirstBootCreds allows missing credentials; `agent-provision first-boot`
 	// fills them in later.
 	FirstBootCreds bool
@@ -408,10 +413,14 @@ func agentSpecs(in Inputs, inv *gpu.Inventory) ([]unitgen.AgentSpec, []string, e
 
 // hostPath maps a path of the provisioned system to this machine.
 func (p *Plan) hostPath(target string) string {
-	if p.Inputs.Root == "" {
+	root := p.Inputs.Root
+	if root == "" {
+		root = p.Inputs.SystemRoot
+	}
+	if root == "" {
 		return target
 	}
-	return filepath.Join(p.Inputs.Root, filepath.FromSlash(target))
+	return filepath.Join(root, filepath.FromSlash(target))
 }
 
 // read returns the file's content (nil when missing) and mode.
@@ -529,9 +538,19 @@ func (p *Plan) existingInstances() ([]string, error) {
 	return out, nil
 }
 
+// reSecretValue finds credential values in clearml.conf lines.
+var reSecretValue = regexp.MustCompile(`((?:secret_key|git_pass)"?\s*[:=]\s*)("(?:[^"\\]|\\.)*"|[^\s,}]+)`)
+
 func maskSecrets(s string, secrets []string) string {
+	s = reSecretValue.ReplaceAllStringFunc(s, func(m string) string {
+		sub := reSecretValue.FindStringSubmatch(m)
+		if sub[2] == `""` {
+			return m
+		}
+		return sub[1] + `"********"`
+	})
 	for _, sec := range secrets {
-		if len(sec) >= 1 {
+		if len(sec) >= 4 {
 			s = strings.ReplaceAll(s, sec, "********")
 		}
 	}

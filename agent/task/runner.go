@@ -143,6 +143,8 @@ type run struct {
 	task   *api.Task
 	report context.Context // outlives cancellation: final status and flush
 
+	codeRoot string // the task's checkout or code dir, removed after the run
+
 	mu          sync.Mutex
 	abortReason string // "user" (tasks.stop), "changed" (someone else changed the status), "reset"
 }
@@ -192,6 +194,9 @@ func (r *Runner) Run(ctx context.Context, id string, o Options) (Outcome, error)
 	defer func() { _ = ship.Close(report) }()
 
 	out := ru.execute(ctx, o)
+	if ru.codeRoot != "" {
+		defer os.RemoveAll(ru.codeRoot)
+	}
 	if err := ship.Flush(report); err != nil {
 		r.s.Logger.Error("could not deliver every log line before the final status", "task", id, "err", err)
 	}
@@ -476,6 +481,7 @@ func (ru *run) prepareCode(ctx context.Context, sc *api.Script) (dir, entry stri
 			}
 		}
 	}
+	ru.codeRoot = root
 	dir = filepath.Join(root, wd)
 	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
 		return "", "", fmt.Errorf("working directory %q not found in the repository; fix script.working_dir", wd)
