@@ -152,16 +152,17 @@ func Apply(ctx context.Context, p *Plan, h Host) (*Result, error) {
 				failed = append(failed, err.Error())
 			}
 		}
-		res.RolledBack = true
-		if live {
-			if err := h.Manager.Reload(ctx); err != nil {
-				failed = append(failed, "daemon-reload: "+err.Error())
-			}
-		}
 		if len(failed) > 0 {
 			return fmt.Errorf("%v; rolling back the written files also failed: %s", cause, strings.Join(failed, "; "))
 		}
-		return fmt.Errorf("%v; no unit was started, so the files written by this run were rolled back", cause)
+		res.RolledBack = true
+		note := ""
+		if live && len(undo) > 0 {
+			if err := h.Manager.Reload(ctx); err != nil {
+				note = fmt.Sprintf(" (daemon-reload after the rollback failed too: %v; run systemctl daemon-reload)", err)
+			}
+		}
+		return fmt.Errorf("%v; no unit was started, so the files written by this run were rolled back%s", cause, note)
 	}
 	for _, f := range p.Files {
 		if f.Action == FileKeep {

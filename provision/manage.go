@@ -58,6 +58,9 @@ func Status(ctx context.Context, mgr systemd.Manager, root string) ([]StatusRow,
 		}
 		for _, s := range states {
 			r, ok := rows[s.Name]
+			if !ok && !s.Active() && !s.Failed() {
+				continue // removed, merely still loaded
+			}
 			if !ok {
 				r = &StatusRow{Unit: s.Name}
 				rows[s.Name] = r

@@ -469,22 +469,26 @@ func (p *Plan) confChange() (FileChange, error) {
 		return FileChange{}, err
 	}
 	secrets := []string{in.SecretKey, in.GitPass}
+	rendered := config.Render(config.APIWriteSettings{
+		APIServer: in.APIHost, WebServer: in.WebHost, FilesServer: in.FilesHost,
+		AccessKey: in.AccessKey, SecretKey: in.SecretKey,
+	}, config.AgentWriteSettings{
+		GitUser: in.GitUser, GitPass: in.GitPass, ExtraIndexURLs: in.ExtraIndexURLs,
+		DefaultOutputURI: in.DefaultOutputURI,
+	})
 	var data []byte
-	if old == nil {
+	switch {
+	case bytes.Equal(old, rendered):
+		data = old // written by an earlier run with the same inputs
+	case old == nil:
 		if in.AccessKey == "" && !in.FirstBootCreds {
 			return FileChange{}, fmt.Errorf("credentials missing: %s does not exist and no --access-key/--secret-key (CLEARML_API_ACCESS_KEY/CLEARML_API_SECRET_KEY) were given; pass them, or --first-boot-creds to fill them in later with `agent-provision first-boot`", in.ConfigPath)
 		}
 		if in.APIHost == "" {
 			return FileChange{}, errors.New("--api-host (CLEARML_API_HOST) is required to write a new clearml.conf, e.g. --api-host https://api.clear.ml")
 		}
-		data = config.Render(config.APIWriteSettings{
-			APIServer: in.APIHost, WebServer: in.WebHost, FilesServer: in.FilesHost,
-			AccessKey: in.AccessKey, SecretKey: in.SecretKey,
-		}, config.AgentWriteSettings{
-			GitUser: in.GitUser, GitPass: in.GitPass, ExtraIndexURLs: in.ExtraIndexURLs,
-			DefaultOutputURI: in.DefaultOutputURI,
-		})
-	} else {
+		data = rendered
+	default:
 		keys := map[string]any{}
 		if in.GitUser != "" {
 			keys["git_user"] = in.GitUser

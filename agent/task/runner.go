@@ -143,7 +143,9 @@ type run struct {
 	task   *api.Task
 	report context.Context // outlives cancellation: final status and flush
 
-	codeRoot string // the task's checkout or code dir, removed after the run
+	codeRoot   string // the task's checkout or code dir, removed after the run
+	agentAbort bool   // ctx given to Run ended before the task did
+	started    bool   // the task's process was started
 
 	mu          sync.Mutex
 	abortReason string // "user" (tasks.stop), "changed" (someone else changed the status), "reset"
@@ -194,6 +196,9 @@ func (r *Runner) Run(ctx context.Context, id string, o Options) (Outcome, error)
 	defer func() { _ = ship.Close(report) }()
 
 	out := ru.execute(ctx, o)
+	// The agent aborted (ctx ended) when the task did not get to exit on
+	// its own: setup was cut short or the process was terminated.
+	ru.agentAbort = ctx.Err() != nil && (!ru.started || out.Exit.Terminated)
 	if ru.codeRoot != "" {
 		defer os.RemoveAll(ru.codeRoot)
 	}
@@ -275,8 +280,13 @@ func (ru *run) execute(ctx context.Context, o Options) Outcome {
 		return fail("failed cloning repository", err)
 	}
 
-	// Python environment, only for python entry points.
+	// Check the entry point before the (slow) environment setup.
 	kind := entryKind(sc.Binary)
+	if _, err := buildCommand(kind, &pyenv.Env{Python: "python3"}, codeDir, entry, nil); err != nil {
+		return fail("invalid entry point", err)
+	}
+
+	// Python environment, only for python entry points.
 	var env *pyenv.Env
 	if kind == kindPython {
 		reqs := ""
@@ -287,14 +297,14 @@ func (ru *run) execute(ctx context.Context, o Options) Outcome {
 			PythonBinary: sc.Binary, PythonFallbacks: r.s.PythonFallbacks, IgnoreRequestedVersion: r.s.IgnoreRequestedVersion,
 			Requirements: reqs, IndexURL: r.s.IndexURL, ExtraIndexURLs: r.s.ExtraIndexURLs, ExtraPipFlags: r.s.ExtraPipFlags,
 			SystemSitePackages: r.s.SystemSitePackages, WorkDir: r.s.VenvsDir, CacheDir: r.s.VenvsCache,
-			CacheMaxEntries: r.s.VenvsCacheMax, Env: r.baseEnv(nil),
+			CacheMaxEntries: r.s.VenvsCacheMax, Env: r.baseEnv(ru.id, nil),
 		}, ru.logLine)
 		if err != nil {
 			return fail("failed setting up the python environment", err)
 		}
 	}
 
-	cmd, err := buildCommand(kind, env, codeDir, entry, r.baseEnv(env))
+	cmd, err := buildCommand(kind, env, codeDir, entry, r.baseEnv(ru.id, env))
 	if err != nil {
 		return fail("invalid entry point", err)
 	}
@@ -315,6 +325,7 @@ func (ru *run) execute(ctx context.Context, o Options) Outcome {
 	if err != nil {
 		return fail("could not start the task", err)
 	}
+	ru.started = true
 	if o.Started != nil {
 		o.Started(p.Pid())
 	}
@@ -337,13 +348,14 @@ func (ru *run) finish(out *Outcome) {
 		out.Status, out.Reason = "stopped", "task was stopped by tasks.stop"
 		ru.status(apiStatus(out.Reason), api.Stopped)
 		return
-	case out.Status == "failed":
-		ru.status(apiStatus(out.Reason), api.Failed)
-		return
-	case ru.report.Err() == nil && out.Exit.Terminated && !out.Exit.NotStarted:
-		// the agent aborted the task (second SIGTERM, or ctx cancelled)
+	case ru.agentAbort || (out.Exit.Terminated && !out.Exit.NotStarted):
+		// the agent aborted the task (second SIGTERM, or ctx cancelled),
+		// during setup or while it ran
 		out.Status, out.Reason = "stopped", "aborted by clearml-agent "+ru.wid+" (agent shutdown)"
 		ru.status(apiStatus(out.Reason), api.Stopped)
+		return
+	case out.Status == "failed":
+		ru.status(apiStatus(out.Reason), api.Failed)
 		return
 	case out.Status != "":
 		return
@@ -501,7 +513,7 @@ func writeScript(dir, entry, text string) error {
 
 // baseEnv is the task's environment: the agent's, the configured extras and
 // the variables the reference agent sets; with a venv, its bin first on PATH.
-func (r *Runner) baseEnv(env *pyenv.Env) []string {
+func (r *Runner) baseEnv(taskID string, env *pyenv.Env) []string {
 	base := r.s.Env
 	if base == nil {
 		base = os.Environ()
@@ -523,6 +535,8 @@ func (r *Runner) baseEnv(env *pyenv.Env) []string {
 		set(k, v)
 	}
 	delete(m, "PYTHONPATH")
+	set("CLEARML_TASK_ID", taskID)
+	set("TRAINS_TASK_ID", taskID)
 	set("CLEARML_WORKER_ID", r.s.WorkerID)
 	set("CLEARML_LOG_LEVEL", r.s.LogLevel)
 	set("CLEARML_LOG_TASK_TO_BACKEND", "0")
