@@ -125,4 +125,3 @@ func newLogger(g *Globals, level string) *slog.Logger {
 func exitErr(code int, format string, args ...any) error {
 	return &ExitError{Code: code, Msg: "clearml-agent: error: " + fmt.Sprintf(format, args...)}
 }
-

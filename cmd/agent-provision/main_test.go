@@ -26,7 +26,8 @@ func TestBadFlags(t *testing.T) {
 	}{
 		{[]string{"--bogus"}, "unknown long flag '--bogus'"},
 		{[]string{"--root", root, "--gpus", "0,,1", "--access-key", "a", "--secret-key", "b", "--api-host", "http://x"}, `--gpus "0,,1": empty GPU id at position 2`},
-		{[]string{"--root", root, "--gpus", "-1"}, `--gpus "-1"`},
+		{[]string{"--root", root, "--gpus=-1"}, `--gpus "-1"`},
+		{[]string{"--root", root, "--gpus", "-1"}, "unknown short flag '-1'"},
 		{[]string{"--root", root, "--gpus", "a"}, `--gpus "a"`},
 		{[]string{"--root", root, "--gpus", "0", "--docker"}, "docker mode is not available yet in this version; run without --docker"},
 		{[]string{"--root", root, "--gpus", "0", "--api-host", "http://x"}, "credentials missing"},
