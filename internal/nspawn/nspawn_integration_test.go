@@ -11,7 +11,7 @@ import (
 	"testing"
 )
 
-func TestBoot(t *testing.T) {
+func TestIntegrationBoot(t *testing.T) {
 	m := Boot(t, Options{Ephemeral: true})
 	t.Logf("boot took %s (pid1 %d, root %s)", m.BootTime(), m.PID1(), m.Root())
 

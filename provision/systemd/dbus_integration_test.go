@@ -43,10 +43,10 @@ WantedBy=multi-user.target
 `
 )
 
-// TestDBusInContainer boots systemd in a container, installs a Type=notify
+// TestIntegrationDBusInContainer boots systemd in a container, installs a Type=notify
 // demo program and units, and runs TestInsideContainer (this same test
 // binary) inside it against the container's system bus.
-func TestDBusInContainer(t *testing.T) {
+func TestIntegrationDBusInContainer(t *testing.T) {
 	if os.Getenv(insideEnv) != "" {
 		t.Skip("outer test; already inside the container")
 	}
@@ -82,10 +82,10 @@ func TestDBusInContainer(t *testing.T) {
 }
 
 // TestInsideContainer drives the container's systemd through DBus. It only
-// runs when TestDBusInContainer executes it inside the container.
+// runs when TestIntegrationDBusInContainer executes it inside the container.
 func TestInsideContainer(t *testing.T) {
 	if os.Getenv(insideEnv) == "" {
-		t.Skip("runs only inside the container booted by TestDBusInContainer")
+		t.Skip("runs only inside the container booted by TestIntegrationDBusInContainer")
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()

@@ -1,0 +1,147 @@
+//go:build integration
+
+package provision_test
+
+import (
+	"net"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gpufleet/clearml-agent-go/agent/emulator"
+	"github.com/gpufleet/clearml-agent-go/internal/nspawn"
+)
+
+// TestIntegrationNspawn provisions two GPU agents and a services agent inside
+// a container with real systemd as PID 1 and the emulator on the host.
+func TestIntegrationNspawn(t *testing.T) {
+	nspawn.SkipUnlessRoot(t)
+	ctx := t.Context()
+	srv := emulator.New(emulator.Options{Credentials: map[string]string{"AKEY": "SKEY"}})
+	t.Cleanup(func() { srv.Close() })
+	srv.CreateQueue("gpu")
+	srv.CreateQueue("services")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: srv.Handler()}
+	go hs.Serve(ln)
+	t.Cleanup(func() { hs.Close() })
+
+	m := nspawn.Boot(t, nspawn.Options{Ephemeral: true})
+	for bin, pkg := range map[string]string{"agent-provision": "../cmd/agent-provision", "clearml-agent": "../cmd/clearml-agent"} {
+		out, err := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(m.Root(), "usr/local/bin", bin), pkg).CombinedOutput()
+		if err != nil {
+			t.Fatalf("go build %s: %v\n%s", pkg, err, out)
+		}
+	}
+	sh := func(args ...string) string {
+		t.Helper()
+		out, err := m.Exec(ctx, args...)
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return out
+	}
+	show := func(unit, prop string) string {
+		return strings.TrimSpace(sh("systemctl", "show", "-p", prop, "--value", unit))
+	}
+	waitActiveNewPID := func(unit, oldPID string, within time.Duration) {
+		t.Helper()
+		deadline := time.Now().Add(within)
+		for {
+			pid, state := show(unit, "MainPID"), show(unit, "ActiveState")
+			if state == "active" && pid != "0" && pid != oldPID {
+				t.Logf("%s active again with pid %s (was %s)", unit, pid, oldPID)
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s not restarted within %s: pid %s state %s\n%s", unit, within, pid, state, m.Journal(unit))
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+	}
+
+	provision := []string{"agent-provision", "--gpus", "0,1", "--services-agent", "--queue", "gpu",
+		"--api-host", "http://" + ln.Addr().String(), "--access-key", "AKEY", "--secret-key", "SKEY",
+		"--watchdog-sec", "5", "--wait", "90s"}
+	out, err := m.Exec(ctx, provision...)
+	t.Logf("agent-provision:\n%s", out)
+	if err != nil {
+		for _, u := range []string{"gpu0", "gpu1", "services"} {
+			t.Logf("journal of %s:\n%s", u, m.Journal("clearml-agent@"+u+".service"))
+		}
+		t.Fatalf("agent-provision: %v", err)
+	}
+	if !strings.Contains(out, "NVML not found") {
+		t.Errorf("no NVML warning for --gpus 0,1 without a driver")
+	}
+	units := []string{"clearml-agent@gpu0.service", "clearml-agent@gpu1.service", "clearml-agent@services.service"}
+	for _, u := range units {
+		if s := show(u, "ActiveState"); s != "active" {
+			t.Errorf("%s is %s", u, s)
+		}
+	}
+	status := sh("agent-provision", "status")
+	t.Logf("agent-provision status:\n%s", status)
+	deadline := time.Now().Add(30 * time.Second)
+	for len(srv.Workers()) < 3 && time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+	}
+	var ids []string
+	for _, w := range srv.Workers() {
+		ids = append(ids, w.ID)
+	}
+	if len(ids) < 3 {
+		t.Errorf("workers registered with the emulator: %v, want 3", ids)
+	}
+	t.Logf("registered workers: %v", ids)
+
+	// systemd restarts a killed agent.
+	pid := show(units[0], "MainPID")
+	sh("systemctl", "kill", "-s", "KILL", units[0])
+	waitActiveNewPID(units[0], pid, 60*time.Second)
+
+	// A frozen agent misses its watchdog and is restarted.
+	pid = show(units[1], "MainPID")
+	sh("systemctl", "kill", "-s", "STOP", units[1])
+	waitActiveNewPID(units[1], pid, 90*time.Second)
+	if j := m.Journal(units[1]); !strings.Contains(j, "atchdog") {
+		t.Errorf("journal of %s does not mention the watchdog:\n%s", units[1], j)
+	}
+
+	// Re-provisioning with the same inputs changes nothing.
+	pids := map[string]string{}
+	for _, u := range units {
+		pids[u] = show(u, "MainPID")
+	}
+	out = sh(provision...)
+	if !strings.Contains(out, "nothing to change") {
+		t.Errorf("re-provision was not a no-op:\n%s", out)
+	}
+	for _, u := range units {
+		if p := show(u, "MainPID"); p != pids[u] {
+			t.Errorf("re-provision restarted %s (pid %s -> %s)", u, pids[u], p)
+		}
+	}
+
+	sec, _ := m.Exec(ctx, "systemd-analyze", "security", "--no-pager", units[0])
+	for _, l := range strings.Split(sec, "\n") {
+		if strings.Contains(l, "Overall exposure level") {
+			t.Logf("systemd-analyze security %s: %s", units[0], strings.TrimSpace(l))
+		}
+	}
+
+	// remove leaves nothing behind (the config is kept unless purged).
+	t.Logf("remove:\n%s", sh("agent-provision", "remove", "--purge-config"))
+	if left := sh("systemctl", "list-units", "--all", "--no-legend", "--plain", "clearml-agent*"); strings.TrimSpace(left) != "" {
+		t.Errorf("units left after remove:\n%s", left)
+	}
+	if left, _ := m.Exec(ctx, "sh", "-c", "ls -d /etc/clearml-agent /etc/systemd/system/clearml-agent* /etc/systemd/system/*/clearml-agent* /usr/lib/sysusers.d/clearml-agent.conf 2>/dev/null"); strings.TrimSpace(left) != "" {
+		t.Errorf("files left after remove:\n%s", left)
+	}
+}
