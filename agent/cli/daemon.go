@@ -177,6 +177,7 @@ func runDaemon(ctx context.Context, g *Globals, f *daemonFlags) error {
 	// Signals: drain, abort, exit (see signalHelp); SIGHUP reloads.
 	abortCtx, abort := context.WithCancel(ctx)
 	defer abort()
+	var drained atomic.Bool
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer signal.Stop(sigs)
@@ -197,6 +198,10 @@ func runDaemon(ctx context.Context, g *Globals, f *daemonFlags) error {
 			switch n {
 			case 1:
 				log.Info("draining: finishing the running task, taking no new one (send the signal again to abort it)", "signal", s.String())
+				// systemd shows the unit as deactivating from the first
+				// signal on, while the running task finishes.
+				drained.Store(true)
+				_ = notify.Stopping()
 				daemon.Drain()
 			case 2:
 				log.Warn("aborting the running task (send the signal again to exit at once)", "signal", s.String())
@@ -216,6 +221,12 @@ func runDaemon(ctx context.Context, g *Globals, f *daemonFlags) error {
 	err = daemon.Run(abortCtx)
 	switch {
 	case err == nil, errors.Is(err, context.Canceled):
+		return nil
+	case drained.Load() && !errors.Is(err, worker.ErrFatal):
+		// Stopped by a signal before the server could be reached: a
+		// requested stop, not a failure (systemctl stop must not mark the
+		// unit failed).
+		log.Info("stopped before the server could be reached", "err", oneLine(err))
 		return nil
 	case errors.Is(err, worker.ErrFatal):
 		_ = notify.Status("fatal: " + oneLine(err))

@@ -18,6 +18,8 @@ import (
 	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
 	gitssh "github.com/go-git/go-git/v5/plumbing/transport/ssh"
 	"github.com/gofrs/flock"
+
+	"github.com/gpufleet/clearml-agent-go/internal/fscopy"
 )
 
 // Creds are git credentials (agent.git_user / agent.git_pass). When Host is
@@ -284,7 +286,7 @@ func fromCache(ctx context.Context, cacheDir string, ep endpoint, cloneURL, show
 			return nil, fmt.Errorf("vcs cache: %w", err)
 		}
 	}
-	if err := copyTree(entry, work); err != nil {
+	if err := fscopy.Tree(entry, work); err != nil {
 		return nil, fmt.Errorf("copying vcs cache %s: %w", entry, err)
 	}
 	return git.PlainOpen(work)

@@ -1,4 +1,9 @@
-package repo
+// Package fscopy copies directory trees the way the agent's caches need:
+// file modes and symbolic links kept as they are (a venv's bin/python is a
+// link; a repository may hold links), sockets and devices skipped.
+//
+// It must not: follow links, change ownership, or delete anything.
+package fscopy
 
 import (
 	"io"
@@ -7,9 +12,8 @@ import (
 	"path/filepath"
 )
 
-// copyTree copies the directory src into dst (which may already exist),
-// keeping file modes and symlinks as they are.
-func copyTree(src, dst string) error {
+// Tree copies the directory src into dst, which may already exist.
+func Tree(src, dst string) error {
 	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -33,13 +37,13 @@ func copyTree(src, dst string) error {
 			}
 			return os.Symlink(link, target)
 		case d.Type().IsRegular():
-			return copyFile(p, target, info.Mode().Perm())
+			return file(p, target, info.Mode().Perm())
 		}
-		return nil // sockets, devices: not part of a repository
+		return nil // sockets, devices
 	})
 }
 
-func copyFile(src, dst string, mode fs.FileMode) error {
+func file(src, dst string, mode fs.FileMode) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return err

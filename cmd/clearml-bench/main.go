@@ -1,0 +1,49 @@
+// Command clearml-bench runs the benchmark harness of package internal/bench
+// against an agent command line and prints the figures table. scripts/bench.sh
+// builds it and clearml-agent and runs it.
+//
+// The agent command comes from $AGENT_CMD (default internal/bench's
+// DefaultAgentCmd): {agent} is replaced by -agent, {conf} by the clearml.conf
+// the harness writes, e.g.
+//
+//	AGENT_CMD='clearml-agent --config-file {conf} daemon --queue bench --foreground' clearml-bench
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/gpufleet/clearml-agent-go/internal/bench"
+)
+
+func main() {
+	var cfg bench.Config
+	flag.StringVar(&cfg.AgentBin, "agent", "clearml-agent", "agent binary that fills {agent} in $AGENT_CMD")
+	flag.StringVar(&cfg.Python, "python", "python3", "python of the bench tasks (script.binary)")
+	flag.IntVar(&cfg.Starts, "starts", 3, "cold starts timed to workers.register and READY=1")
+	flag.DurationVar(&cfg.IdleSettle, "idle-settle", 0, "idle time before the RSS sample (default 10s)")
+	flag.DurationVar(&cfg.IdleWindow, "idle-window", 0, "window of the idle request count (default 30s)")
+	flag.IntVar(&cfg.Repeats, "repeats", 5, "warm get_next_task -> first line runs")
+	flag.IntVar(&cfg.Lines, "lines", 1_000_000, "lines printed by the log relay task")
+	flag.StringVar(&cfg.FastPoll, "fast-poll", "0.5", "CLEARML_AGENT_QUEUE_POLL_FREQ_SEC of the task phases (not the idle one)")
+	flag.BoolVar(&cfg.NoRepo, "no-repo", false, "put the task scripts in script.diff instead of a git repository")
+	flag.BoolVar(&cfg.Keep, "keep", false, "keep the temporary directory (agent logs, clearml.conf)")
+	flag.Parse()
+	cfg.AgentCmd = os.Getenv("AGENT_CMD")
+	cfg.Progress = os.Stderr
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	figs, err := bench.Run(ctx, cfg)
+	if perr := bench.Print(os.Stdout, figs); perr != nil && err == nil {
+		err = perr
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "clearml-bench:", err)
+		os.Exit(1)
+	}
+}
