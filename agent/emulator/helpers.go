@@ -163,3 +163,15 @@ func (s *Server) Workers() []api.Worker {
 	}
 	return out
 }
+
+// WorkerStats returns the machine_stats of the last status report of worker
+// id (zero when it sent none).
+func (s *Server) WorkerStats(id string) api.MachineStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var ms api.MachineStats
+	if w, ok := s.workers[id]; ok && len(w.MachineStats) > 0 {
+		_ = json.Unmarshal(w.MachineStats, &ms)
+	}
+	return ms
+}

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The check that needs a real NVIDIA GPU (CI has none): builds the agent and the gpu-tagged check binary here;
+# with --run it runs them (on the GPU machine): the agent with --gpus 0 against the in-process emulator, tasks
+# that must see exactly GPU 0, status reports that must carry NVML GPU fields, and `agent-provision gpus`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CGO_CFLAGS="${CGO_CFLAGS:--O2 -g -Wno-deprecated-declarations}"
+if [ "${1:-}" != --run ]; then
+  go build -o bin/ ./cmd/clearml-agent ./cmd/agent-provision
+  go test -c -tags gpu -o bin/gpucheck.test ./internal/gpucheck
+  exit 0
+fi
+bin/agent-provision gpus
+CLEARML_AGENT_BIN="$PWD/bin/clearml-agent" bin/gpucheck.test -test.v -test.timeout 4m
