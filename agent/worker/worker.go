@@ -27,6 +27,7 @@ type API interface {
 	CreateQueue(ctx context.Context, req api.CreateQueueRequest) (string, error)
 	GetDefaultQueue(ctx context.Context) (id, name string, err error)
 	GetNextTask(ctx context.Context, queueID string) (string, error)
+	GetTask(ctx context.Context, id string) (*api.Task, error)
 	Started(ctx context.Context, req api.StatusRequest) (api.Updated, error)
 	RegisterWorker(ctx context.Context, worker string, queueIDs []string, timeoutSec int) error
 	UnregisterWorker(ctx context.Context, worker string) error
@@ -244,6 +245,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 			}
 			d.Beat()
 			if id == "" {
+				d.idle() // the server answers again: no longer "unreachable"
 				continue
 			}
 			took = true
@@ -315,6 +317,9 @@ func (d *Daemon) unreachable(err error, what string) {
 }
 
 func (d *Daemon) idle() {
+	if d.draining() {
+		return
+	}
 	d.setStatus("idle, polling " + queueNames(d.Queues()))
 }
 
@@ -433,7 +438,11 @@ func (d *Daemon) pulled(ctx context.Context, id string, q Queue) {
 	d.mu.Unlock()
 	d.report(ctx)
 	fmt.Fprintf(d.cfg.Out, "task %s pulled from %s by worker %s\n", id, q.Name, d.cfg.WorkerID)
-	d.setStatus(fmt.Sprintf("running task %s (queue %s)", id, q.Name))
+	name := "?"
+	if t, err := d.c.GetTask(ctx, id); err == nil && t.Name != "" {
+		name = t.Name
+	}
+	d.setStatus(fmt.Sprintf("running task %s (%s) from queue %s", id, name, q.Name))
 }
 
 func (d *Daemon) finished(id string, out task.Outcome, err error) {
@@ -450,10 +459,11 @@ func (d *Daemon) finished(id string, out task.Outcome, err error) {
 	d.mu.Unlock()
 }
 
-// reportLoop sends workers.status_report: first after 3 s, then every
-// ReportInterval, and a final one is not needed (unregister follows).
+// reportLoop sends workers.status_report: first after 3 s (or
+// ReportInterval when shorter), then every ReportInterval; a final one is not
+// needed (unregister follows).
 func (d *Daemon) reportLoop(ctx context.Context) {
-	t := time.NewTimer(3 * time.Second)
+	t := time.NewTimer(min(3*time.Second, d.cfg.ReportInterval))
 	defer t.Stop()
 	for {
 		select {
