@@ -128,7 +128,7 @@ func runDaemon(ctx context.Context, g *Globals, f *daemonFlags) error {
 	defer inst.Close()
 	wid := inst.WorkerID
 
-	notify := sdnotify.New()
+	notify := &readyNotifier{Notifier: sdnotify.New()}
 	var d atomic.Pointer[worker.Daemon]
 	client, err := newClient(g, cfg, func(endpoint string, attempt int, err error) {
 		if dd := d.Load(); dd != nil {
@@ -203,6 +203,11 @@ func runDaemon(ctx context.Context, g *Globals, f *daemonFlags) error {
 				drained.Store(true)
 				_ = notify.Stopping()
 				daemon.Drain()
+				if !notify.ready.Load() {
+					// Not connected yet (the API client may be retrying
+					// the login): no task can run, so stop waiting now.
+					abort()
+				}
 			case 2:
 				log.Warn("aborting the running task (send the signal again to exit at once)", "signal", s.String())
 				abort()
@@ -298,3 +303,15 @@ func oneLine(err error) string {
 }
 
 var _ worker.API = (*api.Client)(nil)
+
+// readyNotifier remembers whether READY=1 went out: before it, the daemon
+// has not connected and a stop signal needs no drain.
+type readyNotifier struct {
+	*sdnotify.Notifier
+	ready atomic.Bool
+}
+
+func (n *readyNotifier) Ready() error {
+	n.ready.Store(true)
+	return n.Notifier.Ready()
+}

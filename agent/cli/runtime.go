@@ -64,7 +64,7 @@ func taskSettings(g *Globals, cfg *config.Config, workerID, stateDir string, dev
 		KeepCarriageReturn:     !a.SuppressCarriageReturn,
 		AbortGrace:             a.AbortGracePeriod,
 		PingInterval:           a.TaskPingInterval,
-		Env:                    g.Env,
+		Env:                    taskBaseEnv(g.Env, devices),
 		SpoolDir:               filepath.Join(stateDir, "spool"),
 		Echo:                   echo,
 		Logger:                 log,
@@ -88,6 +88,25 @@ func taskSettings(g *Globals, cfg *config.Config, workerID, stateDir string, dev
 		s.ExtraEnv[k] = v
 	}
 	return s
+}
+
+// taskBaseEnv is the agent's environment for tasks. With --gpus all the
+// reference unsets CUDA_VISIBLE_DEVICES (every GPU is visible), so one
+// inherited from the agent's own environment must not narrow it.
+func taskBaseEnv(env []string, devices map[string]string) []string {
+	if devices["NVIDIA_VISIBLE_DEVICES"] != "all" {
+		return env
+	}
+	if _, set := devices["CUDA_VISIBLE_DEVICES"]; set {
+		return env
+	}
+	out := make([]string, 0, len(env))
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, "CUDA_VISIBLE_DEVICES=") {
+			out = append(out, kv)
+		}
+	}
+	return out
 }
 
 func firstNonEmpty(v ...string) string {

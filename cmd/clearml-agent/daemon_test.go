@@ -24,8 +24,8 @@ func TestDaemonLifecycle(t *testing.T) {
 	e := newEnv(t, srv.URL).with("WATCHDOG_USEC=1000000", "FOO=from-agent-env")
 	a := startAgent(t, e, "daemon", "--queue", "e2e", "--create-queue", "--gpus", "0,1", "--foreground")
 
-	a.noteIs("STATUS=idle, polling e2e")
-	a.noteIs("READY=1")
+	a.saw("STATUS=idle, polling e2e")
+	a.saw("READY=1")
 	wid := hostname(t) + ":gpu0,1"
 	if diff := cmp.Diff([]string{wid}, srv.workerIDs()); diff != "" {
 		t.Errorf("registered workers (-want +got):\n%s", diff)
@@ -72,8 +72,8 @@ func TestFirstSIGTERMDrains(t *testing.T) {
 	srv.enqueue(t, second, "q")
 
 	a.signal(syscall.SIGTERM)
-	a.notePrefix("STATUS=draining")
-	a.noteIs("STOPPING=1")
+	a.saw("STATUS=draining")
+	a.saw("STOPPING=1")
 	e.release(t, first)
 	if code := a.wait(); code != 0 {
 		t.Fatalf("exit status %d, want 0", code)
@@ -83,6 +83,9 @@ func TestFirstSIGTERMDrains(t *testing.T) {
 	}
 	if log := srv.logText(first); !strings.Contains(log, "released "+first) {
 		t.Errorf("drained task log lacks its last line:\n%s", log)
+	}
+	if slices.Contains(a.notifications(), "WATCHDOG=1") {
+		t.Errorf("WATCHDOG=1 sent without WATCHDOG_USEC: %q", a.notifications())
 	}
 	if st := srv.Task(second).Status; st != api.StatusQueued {
 		t.Errorf("second task status = %q, want queued (not taken while draining)", st)
@@ -103,7 +106,7 @@ func TestSecondSIGTERMStopsTask(t *testing.T) {
 	a := startAgent(t, e, "daemon", "--queue", "q", "--cpu-only")
 	waitFor(t, "task started", func() bool { return strings.Contains(srv.logText(id), "started "+id) })
 	a.signal(syscall.SIGTERM)
-	a.notePrefix("STATUS=draining")
+	a.saw("STATUS=draining")
 	a.signal(syscall.SIGTERM)
 	if code := a.wait(); code != 0 {
 		t.Fatalf("exit status %d, want 0", code)
@@ -128,7 +131,7 @@ func TestThirdSIGTERMExits(t *testing.T) {
 	a := startAgent(t, e, "daemon", "--queue", "q", "--cpu-only")
 	waitFor(t, "task started", func() bool { return strings.Contains(srv.logText(id), "started "+id) })
 	a.signal(syscall.SIGTERM)
-	a.notePrefix("STATUS=draining")
+	a.saw("STATUS=draining")
 	a.signal(syscall.SIGTERM)
 	waitFor(t, "abort logged", func() bool { return strings.Contains(a.stderr.String(), "aborting the running task") })
 	if a.exited() {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -99,7 +100,7 @@ func gitRepo(t *testing.T) string {
 	dir := filepath.Join(t.TempDir(), "tasks")
 	files := map[string]string{
 		// env.sh prints what the agent gave the task.
-		"env.sh": `echo "CUDA=[$CUDA_VISIBLE_DEVICES] NVIDIA=[$NVIDIA_VISIBLE_DEVICES] WORKER=[$CLEARML_WORKER_ID] FOO=[$FOO]"` + "\n",
+		"env.sh": `echo "CUDA=[${CUDA_VISIBLE_DEVICES-unset}] NVIDIA=[${NVIDIA_VISIBLE_DEVICES-unset}] WORKER=[$CLEARML_WORKER_ID] FOO=[$FOO]"` + "\n",
 		// wait.sh runs until the test creates $GATE/<task id>.
 		"wait.sh": `echo "started $CLEARML_TASK_ID"
 echo $$ > "$GATE/$CLEARML_TASK_ID.pid"
@@ -409,6 +410,14 @@ func (a *agent) noteIs(want string) { a.note(want, func(m string) bool { return 
 
 func (a *agent) notePrefix(p string) string {
 	return a.note(p+"...", func(m string) bool { return strings.HasPrefix(m, p) })
+}
+
+// saw waits until some notification so far (consumed or not) has prefix p.
+func (a *agent) saw(p string) {
+	a.t.Helper()
+	waitFor(a.t, "sd_notify "+p+"...", func() bool {
+		return slices.ContainsFunc(a.notifications(), func(m string) bool { return strings.HasPrefix(m, p) })
+	})
 }
 
 func (a *agent) notifications() []string {
