@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/gpufleet/clearml-agent-go/internal/bench"
@@ -32,7 +33,11 @@ func main() {
 	flag.StringVar(&cfg.FastPoll, "fast-poll", "0.5", "CLEARML_AGENT_QUEUE_POLL_FREQ_SEC of the task phases (not the idle one)")
 	flag.BoolVar(&cfg.NoRepo, "no-repo", false, "put the task scripts in script.diff instead of a git repository")
 	flag.BoolVar(&cfg.Keep, "keep", false, "keep the temporary directory (agent logs, clearml.conf)")
+	phases := flag.String("phases", "", "comma-separated subset of start,idle,tasks (default all)")
 	flag.Parse()
+	if *phases != "" {
+		cfg.Phases = strings.Split(*phases, ",")
+	}
 	cfg.AgentCmd = os.Getenv("AGENT_CMD")
 	cfg.Progress = os.Stderr
 

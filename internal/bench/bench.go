@@ -37,6 +37,7 @@ type Config struct {
 	FastPoll   string        // CLEARML_AGENT_QUEUE_POLL_FREQ_SEC for the task phases; default 0.5
 	NoRepo     bool          // tasks carry their script in script.diff instead of a git repository
 	Keep       bool          // keep the temporary directory (agent logs, conf)
+	Phases     []string      // subset of "start", "idle", "tasks"; empty runs all
 	Progress   io.Writer     // progress lines; nil discards
 }
 
@@ -155,6 +156,9 @@ func Run(ctx context.Context, cfg Config) ([]Figure, error) {
 	for _, p := range phases {
 		if ctx.Err() != nil {
 			break
+		}
+		if len(cfg.Phases) > 0 && !slices.Contains(cfg.Phases, p.name) {
+			continue
 		}
 		h.logf("phase %s", p.name)
 		if err := p.run(ctx); err != nil {

@@ -15,7 +15,7 @@ import (
 // timeStart starts the agent, times exec -> workers.register and
 // exec -> READY=1 (zero when none came), and stops it.
 func (h *harness) timeStart(ctx context.Context, name string) (reg, ready time.Duration, err error) {
-	p := h.rec.watch("workers.register", "", false)
+	p := h.rec.watch("workers.register", false)
 	defer h.rec.unwatch(p)
 	a, err := h.startAgent(name)
 	if err != nil {
@@ -66,7 +66,7 @@ func (h *harness) phaseStart(ctx context.Context) error {
 // phaseIdle measures idle RSS and the idle request rate with the default
 // poll (5 s) and report (30 s) intervals.
 func (h *harness) phaseIdle(ctx context.Context) error {
-	p := h.rec.watch("workers.register", "", false)
+	p := h.rec.watch("workers.register", false)
 	defer h.rec.unwatch(p)
 	a, err := h.startAgent("idle")
 	if err != nil {
@@ -86,8 +86,9 @@ func (h *harness) phaseIdle(ctx context.Context) error {
 		return fmt.Errorf("agent pid %d: %w; its log ends: %s", a.pid(), err, a.tail(5))
 	}
 	_, hwm, _ := memKB(a.pid())
+	anon, file := rssSplit(a.pid())
 	h.add(fmt.Sprintf("idle RSS after %s", h.cfg.IdleSettle), mib(kb), "<= 7 MiB [Python agent: 57 MiB]",
-		fmt.Sprintf("VmRSS of %d process(es); agent VmHWM %s", procs, mib(hwm)))
+		fmt.Sprintf("VmRSS of %d process(es); agent: RssAnon %s, RssFile %s, VmHWM %s", procs, mib(anon), mib(file), mib(hwm)))
 
 	to := from.Add(h.cfg.IdleWindow)
 	if !sleepUntil(ctx, to) {
@@ -155,8 +156,8 @@ func (h *harness) waitFinal(ctx context.Context, a *agentProc, id string, d time
 // add_batch holding its first output line.
 func (h *harness) firstLine(ctx context.Context, a *agentProc, name string) (time.Duration, error) {
 	id := h.newTask(name, "first.py")
-	gnt := h.rec.watch("queues.get_next_task", id, true)
-	first := h.rec.watch("events.add_batch", "BENCH-FIRST-"+id, false)
+	gnt := h.rec.watch("queues.get_next_task", true, id)
+	first := h.rec.watch("events.add_batch", false, "BENCH-FIRST-", id)
 	defer h.rec.unwatch(gnt, first)
 	if err := h.srv.Enqueue(id, h.queueID); err != nil {
 		return 0, err
@@ -190,7 +191,7 @@ func (h *harness) logTail(id string, n int) string {
 // phaseTasks runs the task metrics on one agent with a short poll interval
 // (none of them is about load).
 func (h *harness) phaseTasks(ctx context.Context) error {
-	p := h.rec.watch("workers.register", "", false)
+	p := h.rec.watch("workers.register", false)
 	defer h.rec.unwatch(p)
 	a, err := h.startAgent("tasks", "CLEARML_AGENT_QUEUE_POLL_FREQ_SEC="+h.cfg.FastPoll)
 	if err != nil {
@@ -231,10 +232,10 @@ func (h *harness) phaseTasks(ctx context.Context) error {
 func (h *harness) relay(ctx context.Context, a *agentProc) error {
 	n := h.cfg.Lines
 	id := h.newTask("lines", "lines.py")
-	gnt := h.rec.watch("queues.get_next_task", id, true)
-	firstL := h.rec.watch("events.add_batch", fmt.Sprintf("%s%07d", linePrefix, 0), false)
-	lastL := h.rec.watch("events.add_batch", fmt.Sprintf("%s%07d", linePrefix, n-1), false)
-	done := h.rec.watch("tasks.completed", id, false)
+	gnt := h.rec.watch("queues.get_next_task", true, id)
+	firstL := h.rec.watch("events.add_batch", false, id, fmt.Sprintf("%s%07d", linePrefix, 0))
+	lastL := h.rec.watch("events.add_batch", false, id, fmt.Sprintf("%s%07d", linePrefix, n-1))
+	done := h.rec.watch("tasks.completed", false, id)
 	defer h.rec.unwatch(gnt, firstL, lastL, done)
 
 	var (
@@ -326,8 +327,8 @@ func (h *harness) producerAlone(ctx context.Context) string {
 // abort runs a task that traps SIGTERM and times tasks.stop -> tasks.stopped.
 func (h *harness) abort(ctx context.Context, a *agentProc) error {
 	id := h.newTask("abort", "abort.py")
-	ready := h.rec.watch("events.add_batch", "BENCH-ABORT-READY", false)
-	stopped := h.rec.watch("tasks.stopped", id, false)
+	ready := h.rec.watch("events.add_batch", false, id, "BENCH-ABORT-READY")
+	stopped := h.rec.watch("tasks.stopped", false, id)
 	defer h.rec.unwatch(ready, stopped)
 	if err := h.srv.Enqueue(id, h.queueID); err != nil {
 		return err
@@ -358,7 +359,9 @@ func (h *harness) abort(ctx context.Context, a *agentProc) error {
 	} else {
 		note += "NO"
 	}
-	note += "; includes the agent's abort poll and the task's 1 s trap; final status " + h.srv.Task(id).Status
+	var st string
+	waitUntil(ctx, 2*time.Second, func() bool { st = h.srv.Task(id).Status; return final(st) })
+	note += "; includes the agent's abort poll and the task's 1 s trap; final status " + st
 	h.add("abort: tasks.stop -> tasks.stopped", ms(at.Sub(t0)), "", note)
 	return nil
 }

@@ -52,6 +52,31 @@ func parseStatus(b []byte) (rss, hwm int64, err error) {
 	return rss, hwm, nil
 }
 
+// rssSplit reads RssAnon and RssFile (kB) of a process: heap and stacks
+// versus mapped binary and libraries.
+func rssSplit(pid int) (anon, file int64) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0
+	}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		k, v, _ := strings.Cut(sc.Text(), ":")
+		f := strings.Fields(v)
+		if len(f) == 0 {
+			continue
+		}
+		n, _ := strconv.ParseInt(f[0], 10, 64)
+		switch k {
+		case "RssAnon":
+			anon = n
+		case "RssFile":
+			file = n
+		}
+	}
+	return anon, file
+}
+
 // descendants lists the pids below pid (children, grandchildren...).
 func descendants(pid int) []int {
 	parent := map[int]int{}

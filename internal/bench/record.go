@@ -29,8 +29,8 @@ type recorder struct {
 // probe fires once, at the first matching call.
 type probe struct {
 	endpoint string
-	needle   []byte // nil matches any call
-	response bool   // match the response body instead of the request body
+	needles  [][]byte // all must occur; none matches any call
+	response bool     // match the response body instead of the request body
 	once     sync.Once
 	at       time.Time
 	hit      chan struct{}
@@ -38,6 +38,15 @@ type probe struct {
 
 func (p *probe) fire(at time.Time) {
 	p.once.Do(func() { p.at = at; close(p.hit) })
+}
+
+func (p *probe) matches(body []byte) bool {
+	for _, n := range p.needles {
+		if !bytes.Contains(body, n) {
+			return false
+		}
+	}
+	return true
 }
 
 // fired reports whether the probe matched, and when.
@@ -52,11 +61,13 @@ func (p *probe) fired() (time.Time, bool) {
 
 func newRecorder(next http.Handler) *recorder { return &recorder{next: next} }
 
-// watch registers a probe; call it before the event can happen.
-func (r *recorder) watch(endpoint, needle string, response bool) *probe {
+// watch registers a probe that fires at the first call of endpoint whose
+// request (or response) body holds every needle; call it before the event
+// can happen.
+func (r *recorder) watch(endpoint string, response bool, needles ...string) *probe {
 	p := &probe{endpoint: endpoint, response: response, hit: make(chan struct{})}
-	if needle != "" {
-		p.needle = []byte(needle)
+	for _, n := range needles {
+		p.needles = append(p.needles, []byte(n))
 	}
 	r.mu.Lock()
 	r.probes = append(r.probes, p)
@@ -94,19 +105,9 @@ func endpointOf(path string) string {
 func (r *recorder) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	at := time.Now()
 	ep := endpointOf(req.URL.Path)
-	var onReq, onResp []*probe
 	r.mu.Lock()
 	r.reqs = append(r.reqs, request{at: at, endpoint: ep})
-	for _, p := range r.probes {
-		if p.endpoint != ep {
-			continue
-		}
-		if p.response {
-			onResp = append(onResp, p)
-		} else {
-			onReq = append(onReq, p)
-		}
-	}
+	onReq := r.probesFor(ep, false)
 	r.mu.Unlock()
 
 	if len(onReq) > 0 {
@@ -115,24 +116,36 @@ func (r *recorder) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			req.Body = io.NopCloser(bytes.NewReader(body))
 			now := time.Now()
 			for _, p := range onReq {
-				if p.needle == nil || bytes.Contains(body, p.needle) {
+				if p.matches(body) {
 					p.fire(now)
 				}
 			}
 		}
 	}
-	if len(onResp) == 0 {
-		r.next.ServeHTTP(w, req)
-		return
-	}
+	// Response probes are looked up after the call: one registered while a
+	// long poll was in flight must still see that poll's answer.
 	cw := &captureWriter{ResponseWriter: w}
 	r.next.ServeHTTP(cw, req)
 	now := time.Now()
+	r.mu.Lock()
+	onResp := r.probesFor(ep, true)
+	r.mu.Unlock()
 	for _, p := range onResp {
-		if p.needle == nil || bytes.Contains(cw.buf.Bytes(), p.needle) {
+		if p.matches(cw.buf.Bytes()) {
 			p.fire(now)
 		}
 	}
+}
+
+// probesFor lists the probes of an endpoint; callers hold r.mu.
+func (r *recorder) probesFor(ep string, response bool) []*probe {
+	var out []*probe
+	for _, p := range r.probes {
+		if p.endpoint == ep && p.response == response {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // counts returns the requests per endpoint that arrived in [from, to).
