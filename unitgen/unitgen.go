@@ -261,6 +261,14 @@ func templateUnit(o Options) []*unit.UnitOption {
 	svc("Environment", "CLEARML_AGENT_CACHE_DIR=%C/clearml-agent/%i")
 	svc("Environment", "CLEARML_AGENT_LOG_DIR=%L/clearml-agent/%i")
 	svc("Environment", "HOME=%S/clearml-agent/%i")
+	// The agent's drain and abort timings must fit TimeoutStopSec: pass them
+	// as configuration overrides (they win over clearml.conf).
+	drain := int64(0)
+	if o.DrainTimeout > 0 {
+		drain = int64(math.Ceil(o.DrainTimeout.Seconds()))
+	}
+	svc("Environment", fmt.Sprintf("CLEARML_AGENT__AGENT__DRAIN_TIMEOUT_SEC=%d", drain))
+	svc("Environment", fmt.Sprintf("CLEARML_AGENT__AGENT__ABORT_GRACE_PERIOD_SEC=%d", int64(math.Ceil(o.AbortGrace.Seconds()))))
 	svc("ExecStart", fmt.Sprintf("%s --config-file %s daemon --foreground --queue $%s $%s",
 		o.BinaryPath, o.ConfigPath, EnvQueues, EnvDaemonArgs))
 	svc("ExecReload", "/bin/kill -HUP $MAINPID")

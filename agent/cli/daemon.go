@@ -20,6 +20,7 @@ import (
 	"github.com/gpufleet/clearml-agent-go/agent/api"
 	"github.com/gpufleet/clearml-agent-go/agent/config"
 	"github.com/gpufleet/clearml-agent-go/agent/identity"
+	"github.com/gpufleet/clearml-agent-go/agent/process"
 	"github.com/gpufleet/clearml-agent-go/agent/stats"
 	"github.com/gpufleet/clearml-agent-go/agent/task"
 	"github.com/gpufleet/clearml-agent-go/agent/worker"
@@ -203,6 +204,13 @@ func runDaemon(ctx context.Context, g *Globals, f *daemonFlags) error {
 				drained.Store(true)
 				_ = notify.Stopping()
 				daemon.Drain()
+				if dt := agentCfg.DrainTimeout; dt > 0 {
+					log.Info("the running task is aborted if it has not finished by then", "drain_timeout", dt.String())
+					time.AfterFunc(dt, func() {
+						log.Warn("drain timeout reached: aborting the running task", "drain_timeout", dt.String())
+						abort()
+					})
+				}
 				if !notify.ready.Load() {
 					// Not connected yet (the API client may be retrying
 					// the login): no task can run, so stop waiting now.
@@ -212,7 +220,8 @@ func runDaemon(ctx context.Context, g *Globals, f *daemonFlags) error {
 				log.Warn("aborting the running task (send the signal again to exit at once)", "signal", s.String())
 				abort()
 			default:
-				log.Error("exiting at once", "signal", s.String())
+				log.Error("exiting at once; killing the running task's process group", "signal", s.String())
+				process.KillAll()
 				os.Exit(130)
 			}
 		}

@@ -72,6 +72,10 @@ func taskSettings(g *Globals, cfg *config.Config, workerID, stateDir string, dev
 	if a.TaskPingInterval == 0 {
 		s.PingInterval = -1
 	}
+	// How often a running task is checked for an abort (tasks.stop); ours.
+	if d, ok := cfg.Duration("agent.abort_poll_interval_sec"); ok && d > 0 {
+		s.StatusPoll = d
+	}
 	if a.VCSCacheEnabled {
 		s.VCSCache = a.VCSCachePath
 	}

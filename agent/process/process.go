@@ -117,6 +117,7 @@ func Start(ctx context.Context, spec Spec) (*Process, error) {
 	}
 	p.cmd = cmd
 	p.pid = cmd.Process.Pid
+	live.add(p.pid)
 
 	lines := make(chan Line, 256)
 	var readWG sync.WaitGroup
@@ -262,7 +263,40 @@ func (p *Process) supervise(pipes []*pipeReader, readersDone, sinkDone <-chan st
 	res.Terminated = p.terminated
 	p.result = res
 	p.mu.Unlock()
+	live.remove(p.pid)
 	close(p.done)
+}
+
+// live holds the process groups this process started that have not been
+// reaped yet, so that an agent exiting at once can take them down with it.
+var live = groups{m: map[int]struct{}{}}
+
+type groups struct {
+	mu sync.Mutex
+	m  map[int]struct{}
+}
+
+func (g *groups) add(pgid int) {
+	g.mu.Lock()
+	g.m[pgid] = struct{}{}
+	g.mu.Unlock()
+}
+
+func (g *groups) remove(pgid int) {
+	g.mu.Lock()
+	delete(g.m, pgid)
+	g.mu.Unlock()
+}
+
+// KillAll sends SIGKILL to every process group started by Start that has not
+// been reaped yet. The agent calls it before exiting at once (the third
+// signal), so no task outlives it.
+func KillAll() {
+	live.mu.Lock()
+	defer live.mu.Unlock()
+	for pgid := range live.m {
+		_ = signalGroup(pgid, syscall.SIGKILL)
+	}
 }
 
 // signalGroup signals every process in group pgid; ESRCH (gone) is not an error.

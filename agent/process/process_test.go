@@ -399,3 +399,21 @@ func TestPartialLineAfter(t *testing.T) {
 		t.Errorf("lines (-want +got):\n%s", diff)
 	}
 }
+
+func TestKillAllKillsLiveGroups(t *testing.T) {
+	p, err := Start(t.Context(), Spec{Path: "sh", Args: []string{"-c", "trap '' TERM; sleep 60 & wait"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	KillAll()
+	res := p.Wait()
+	if res.Signal != syscall.SIGKILL {
+		t.Fatalf("exit = %v, want killed by SIGKILL", res)
+	}
+	live.mu.Lock()
+	n := len(live.m)
+	live.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d groups still registered after Wait, want 0", n)
+	}
+}
