@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -24,6 +25,7 @@ import (
 	"github.com/gpufleet/clearml-agent-go/agent/stats"
 	"github.com/gpufleet/clearml-agent-go/agent/task"
 	"github.com/gpufleet/clearml-agent-go/agent/worker"
+	"github.com/gpufleet/clearml-agent-go/internal/memtrim"
 	"github.com/gpufleet/clearml-agent-go/internal/sdnotify"
 )
 
@@ -229,8 +231,9 @@ func runDaemon(ctx context.Context, g *Globals, f *daemonFlags) error {
 
 	statsCtx, stopStats := context.WithCancel(ctx)
 	defer stopStats()
-	go collector.Run(statsCtx, 5*time.Second)
+	go sampleWhileBusy(statsCtx, collector, daemon)
 	go func() { _ = notify.RunWatchdog(statsCtx, daemon.Healthy) }()
+	go trimWhenIdle(statsCtx, notify, daemon, log)
 
 	err = daemon.Run(abortCtx)
 	switch {
@@ -323,4 +326,44 @@ type readyNotifier struct {
 func (n *readyNotifier) Ready() error {
 	n.ready.Store(true)
 	return n.Notifier.Ready()
+}
+
+// trimWhenIdle gives back the executable's start-up pages once the agent is
+// idle (10 s after start, then every minute while no task runs); see
+// internal/memtrim.
+func trimWhenIdle(ctx context.Context, notify *readyNotifier, d *worker.Daemon, log *slog.Logger) {
+	t := time.NewTimer(10 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if notify.ready.Load() && d.Running() == 0 {
+			if _, err := memtrim.Executable(); err != nil {
+				log.Debug("could not trim memory", "err", err)
+			}
+		}
+		t.Reset(time.Minute)
+	}
+}
+
+// sampleWhileBusy samples machine stats every 5 s while a task runs, so GPU
+// and CPU figures are averaged over the report interval. An idle agent samples
+// only when it reports (CPU, network and disk rates come from counter deltas
+// since the last report, so they are averages all the same).
+func sampleWhileBusy(ctx context.Context, c *stats.Collector, d *worker.Daemon) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if d.Running() > 0 {
+				c.Sample()
+			}
+		}
+	}
 }

@@ -149,6 +149,9 @@ func (d *Daemon) Healthy() bool {
 	return time.Since(time.Unix(0, d.beat.Load())) < limit
 }
 
+// Running returns how many tasks run now.
+func (d *Daemon) Running() int { return int(d.running.Load()) }
+
 // Queues returns the resolved queues (after Run registered the worker).
 func (d *Daemon) Queues() []Queue {
 	d.mu.Lock()
