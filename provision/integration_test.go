@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gpufleet/clearml-agent-go/agent/api"
 	"github.com/gpufleet/clearml-agent-go/agent/emulator"
 	"github.com/gpufleet/clearml-agent-go/internal/nspawn"
 )
@@ -23,6 +24,7 @@ func TestIntegrationNspawn(t *testing.T) {
 	srv := emulator.New(emulator.Options{Credentials: map[string]string{"AKEY": "SKEY"}})
 	t.Cleanup(func() { srv.Close() })
 	srv.CreateQueue("gpu")
+	drainQ := srv.CreateQueue("gpu0")
 	srv.CreateQueue("services")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -68,7 +70,7 @@ func TestIntegrationNspawn(t *testing.T) {
 
 	provision := []string{"agent-provision", "--gpus", "0,1", "--services-agent", "--queue", "gpu",
 		"--api-host", "http://" + ln.Addr().String(), "--access-key", "AKEY", "--secret-key", "SKEY",
-		"--watchdog-sec", "5", "--wait", "90s"}
+		"--agent-queues", "gpu0=gpu,gpu0", "--watchdog-sec", "5", "--wait", "90s"}
 	out, err := m.Exec(ctx, provision...)
 	t.Logf("agent-provision:\n%s", out)
 	if err != nil {
@@ -127,6 +129,63 @@ func TestIntegrationNspawn(t *testing.T) {
 		if p := show(u, "MainPID"); p != pids[u] {
 			t.Errorf("re-provision restarted %s (pid %s -> %s)", u, pids[u], p)
 		}
+	}
+
+	// `systemctl stop` while a task runs drains: the agent gets SIGTERM,
+	// finishes the task (completed, every log line shipped), then exits; the
+	// stop returns only after that. The task's repository lives inside the
+	// container, on the gpu0 agent's own queue.
+	sh("sh", "-c", `set -e
+mkdir -p /srv/tasks && cd /srv/tasks
+printf 'echo "started $CLEARML_TASK_ID"\nsleep 5\necho finished\n' > drain.sh
+git init -q -b main && git add drain.sh
+git -c user.name=it -c user.email=it@example.com commit -q -m drain`)
+	task := srv.CreateTask(api.Task{Name: "drain", Type: "training", Script: &api.Script{
+		Repository: "file:///srv/tasks", Branch: "main", EntryPoint: "drain.sh", Binary: "bash", WorkingDir: ".",
+	}})
+	if err := srv.Enqueue(task, drainQ); err != nil {
+		t.Fatal(err)
+	}
+	logText := func() string {
+		var b strings.Builder
+		for _, e := range srv.TaskLog(task) {
+			b.WriteString(e.Msg + "\n")
+		}
+		return b.String()
+	}
+	deadline = time.Now().Add(60 * time.Second)
+	for !strings.Contains(logText(), "started "+task) {
+		if time.Now().After(deadline) {
+			t.Fatalf("drain task did not start: status %q\nlog:\n%s\njournal:\n%s", srv.Task(task).Status, logText(), m.Journal(units[0]))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if w := srv.Task(task).LastWorker; w != "clearml-test:gpu0" {
+		t.Errorf("drain task ran on %q, want clearml-test:gpu0", w)
+	}
+	stopStart := time.Now()
+	sh("systemctl", "stop", units[0])
+	t.Logf("systemctl stop %s returned after %s", units[0], time.Since(stopStart).Round(100*time.Millisecond))
+	// No polling: the stop must have waited for the task.
+	if st := srv.Task(task).Status; st != api.StatusCompleted {
+		t.Errorf("task status right after systemctl stop = %q, want completed (the stop did not wait for the drain)\njournal:\n%s", st, m.Journal(units[0]))
+	}
+	if l := logText(); !strings.Contains(l, "finished") {
+		t.Errorf("drained task log lacks its last line:\n%s", l)
+	}
+	if s := show(units[0], "ActiveState"); s != "inactive" {
+		t.Errorf("%s is %s after stop, want inactive (a clean exit, not failed)", units[0], s)
+	}
+	if r := show(units[0], "Result"); r != "success" {
+		t.Errorf("%s Result=%s after the drain, want success (no stop timeout, no SIGKILL)", units[0], r)
+	}
+	for _, w := range srv.Workers() {
+		if w.ID == "clearml-test:gpu0" {
+			t.Errorf("gpu0 still registered after its drain")
+		}
+	}
+	if j := m.Journal(units[0]); !strings.Contains(j, "drain") {
+		t.Errorf("journal of %s does not mention the drain:\n%s", units[0], j)
 	}
 
 	sec, _ := m.Exec(ctx, "systemd-analyze", "security", "--no-pager", units[0])

@@ -368,10 +368,18 @@ func (f *flags) run(ctx context.Context, stdout, stderr io.Writer) error {
 		home, _ := os.UserHomeDir()
 		stateRoot = filepath.Join(home, ".clearml-agent", "agents")
 	}
+	// The same watchdog the unit would get (WatchdogSec=).
+	var watchdog time.Duration
+	switch {
+	case f.in.WatchdogSec == 0:
+		watchdog = unitgen.DefaultWatchdogSec * time.Second
+	case f.in.WatchdogSec > 0:
+		watchdog = time.Duration(f.in.WatchdogSec) * time.Second
+	}
 	var children []supervise.Child
 	for _, a := range p.Agents {
 		argv, extra := p.Command(a, binary, stateRoot)
-		children = append(children, supervise.Child{Name: a.Spec.Instance, Argv: argv, Env: append(os.Environ(), extra...)})
+		children = append(children, supervise.Child{Name: a.Spec.Instance, Argv: argv, Env: append(os.Environ(), extra...), Watchdog: watchdog})
 		fmt.Fprintf(stdout, "%s: %s\n", a.Spec.Instance, strings.Join(argv, " "))
 	}
 	sigs := make(chan os.Signal, 3)

@@ -1,11 +1,11 @@
 // Package memtrim gives back the file pages (its own executable, libc) the agent
 // touched while starting up. Most of the idle agent's resident memory is not
-// heap but file pages of its (large, statically linked) binary that start-up
+// heap but file pages of its large binary that start-up
 // code mapped in, often in big chunks (fault-around, large page-cache folios).
 // Once the agent idles, madvise(MADV_PAGEOUT) on those read-only mappings lets
 // the kernel drop them; the few pages the idle loop needs fault back in.
 //
-// It must not: touch writable mappings, the heap, or other files' mappings.
+// It must not: touch writable mappings or anonymous memory (the heap).
 package memtrim
 
 import (

@@ -11,6 +11,9 @@
 // stops restarts, the second is forwarded again (abort the task), the third
 // SIGKILLs the children and Run returns.
 //
-// It owns child processes only: it must not render configs or units, and it
-// does not implement systemd's watchdog (WATCHDOG=1 is accepted and ignored).
+// A child with Watchdog set gets WATCHDOG_USEC like systemd's WatchdogSec=;
+// once it has sent WATCHDOG=1, a longer silence (a frozen or deadlocked
+// agent) gets its process group SIGKILLed and it is restarted like a crash.
+//
+// It owns child processes only: it must not render configs or units.
 package supervise

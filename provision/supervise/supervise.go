@@ -21,6 +21,11 @@ type Child struct {
 	Argv []string // Argv[0] is the program
 	Env  []string // the complete environment, KEY=VALUE; NOTIFY_SOCKET is added
 	Dir  string   // working directory; "" is the supervisor's
+	// Watchdog, when positive, is passed as WATCHDOG_USEC like systemd's
+	// WatchdogSec=: once the child has sent WATCHDOG=1, a silence longer
+	// than Watchdog gets its process group SIGKILLed and it is restarted.
+	// A child that never sends WATCHDOG=1 is never killed for silence.
+	Watchdog time.Duration
 }
 
 // Options configure Run. Zero durations get the defaults.
@@ -44,8 +49,16 @@ type supervisor struct {
 	outMu   sync.Mutex
 	stop    chan struct{}
 	stopped bool
-	mu      sync.Mutex // guards procs and stopped
+	mu      sync.Mutex // guards procs, stopped and every watch
 	procs   map[string]*os.Process
+	watches map[string]*watch
+}
+
+// watch is one child's watchdog state; supervisor.mu guards it.
+type watch struct {
+	pinged   bool      // WATCHDOG=1 seen since the current start
+	last     time.Time // last WATCHDOG=1 (or the start)
+	timedOut bool      // the watchdog killed the current process
 }
 
 func (s *supervisor) printf(name, format string, args ...any) {
@@ -92,7 +105,10 @@ func Run(ctx context.Context, opts Options, signals <-chan os.Signal) error {
 	}
 	defer os.RemoveAll(sockDir)
 
-	s := &supervisor{opts: opts, stop: make(chan struct{}), procs: map[string]*os.Process{}}
+	s := &supervisor{opts: opts, stop: make(chan struct{}), procs: map[string]*os.Process{}, watches: map[string]*watch{}}
+	for _, c := range opts.Children {
+		s.watches[c.Name] = &watch{}
+	}
 	var wg sync.WaitGroup
 	for i, c := range opts.Children {
 		sock := filepath.Join(sockDir, fmt.Sprintf("%d.sock", i))
@@ -159,6 +175,9 @@ func (s *supervisor) loop(c Child, sock string) {
 	for {
 		cmd := exec.Command(c.Argv[0], c.Argv[1:]...)
 		cmd.Env = append(withoutNotify(c.Env), "NOTIFY_SOCKET="+sock)
+		if c.Watchdog > 0 {
+			cmd.Env = append(cmd.Env, fmt.Sprintf("WATCHDOG_USEC=%d", c.Watchdog.Microseconds()))
+		}
 		cmd.Dir = c.Dir
 		cmd.WaitDelay = 10 * time.Second
 		cmd.Stdout, cmd.Stderr = s.opts.Stdout, s.opts.Stderr
@@ -171,20 +190,30 @@ func (s *supervisor) loop(c Child, sock string) {
 			return
 		}
 		err := cmd.Start()
+		started := time.Now()
 		if err == nil {
 			s.procs[c.Name] = cmd.Process
+			*s.watches[c.Name] = watch{last: started}
 		}
 		s.mu.Unlock()
-		started := time.Now()
 		if err != nil {
 			s.printf(c.Name, "failed to start %s: %v", c.Argv[0], err)
 		} else {
 			s.printf(c.Name, "started, pid %d", cmd.Process.Pid)
+			exited := make(chan struct{})
+			if c.Watchdog > 0 {
+				go s.watchdog(c, cmd.Process, exited)
+			}
 			err = cmd.Wait()
+			close(exited)
 			s.mu.Lock()
 			delete(s.procs, c.Name)
 			stopped := s.stopped
+			timedOut := s.watches[c.Name].timedOut
 			s.mu.Unlock()
+			if timedOut && err != nil {
+				err = errors.New("watchdog timeout, " + exitText(err))
+			}
 			switch {
 			case stopped:
 				s.printf(c.Name, "stopped (%s)", exitText(err))
@@ -206,6 +235,36 @@ func (s *supervisor) loop(c Child, sock string) {
 			return
 		}
 		backoff = min(backoff*2, s.opts.MaxBackoff)
+	}
+}
+
+// watchdog SIGKILLs p's process group when the child, having sent WATCHDOG=1
+// at least once, stays silent longer than c.Watchdog (systemd's
+// WatchdogSec= with WatchdogSignal=SIGKILL). It returns when exited closes.
+func (s *supervisor) watchdog(c Child, p *os.Process, exited <-chan struct{}) {
+	t := time.NewTicker(max(c.Watchdog/4, time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-exited:
+			return
+		case now := <-t.C:
+			s.mu.Lock()
+			w := s.watches[c.Name]
+			late := w.pinged && !w.timedOut && now.Sub(w.last) > c.Watchdog
+			if late {
+				w.timedOut = true
+			}
+			silent := now.Sub(w.last).Round(time.Millisecond)
+			s.mu.Unlock()
+			if late {
+				s.printf(c.Name, "watchdog timeout: no WATCHDOG=1 for %s (limit %s); killing pid %d", silent, c.Watchdog, p.Pid)
+				// The child leads its own process group (Setpgid).
+				if err := syscall.Kill(-p.Pid, syscall.SIGKILL); err != nil {
+					_ = p.Kill()
+				}
+			}
+		}
 	}
 }
 
@@ -234,6 +293,14 @@ func (s *supervisor) readNotify(name string, conn *net.UnixConn) {
 		for _, line := range strings.Split(string(buf[:n]), "\n") {
 			k, v, _ := strings.Cut(line, "=")
 			switch k {
+			case "WATCHDOG":
+				if v == "1" {
+					s.mu.Lock()
+					if w := s.watches[name]; w != nil {
+						w.pinged, w.last = true, time.Now()
+					}
+					s.mu.Unlock()
+				}
 			case "READY":
 				if v == "1" {
 					s.printf(name, "ready")

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -25,7 +26,9 @@ func TestMain(m *testing.M) {
 
 // fakeAgent appends "start" to $FAKE_LOG, sends READY=1 and STATUS=, then:
 // crash: exits 3; drain: records each SIGTERM and exits 0 after the second;
-// stubborn: ignores SIGTERM.
+// stubborn: ignores SIGTERM; freeze: logs WATCHDOG_USEC, sends WATCHDOG=1
+// three times at a quarter of it, then goes silent (a hung agent); quiet:
+// logs WATCHDOG_USEC and never sends WATCHDOG=1.
 func fakeAgent(mode string) int {
 	logf := func(s string) {
 		f, err := os.OpenFile(os.Getenv("FAKE_LOG"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
@@ -54,6 +57,19 @@ func fakeAgent(mode string) int {
 		for range terms {
 			logf("ignored")
 		}
+	case "freeze", "quiet":
+		logf("watchdog_usec=" + os.Getenv("WATCHDOG_USEC"))
+		usec, _ := strconv.Atoi(os.Getenv("WATCHDOG_USEC"))
+		for i := 0; mode == "freeze" && i < 3; i++ {
+			if c, err := net.Dial("unixgram", os.Getenv("NOTIFY_SOCKET")); err == nil {
+				c.Write([]byte("WATCHDOG=1"))
+				c.Close()
+			}
+			time.Sleep(time.Duration(usec) * time.Microsecond / 4)
+		}
+		<-terms
+		logf("drain")
+		return 0
 	}
 	return 0
 }
@@ -174,6 +190,58 @@ func TestBadChildren(t *testing.T) {
 	c := Child{Name: "a", Argv: []string{"true"}}
 	if err := Run(t.Context(), Options{Children: []Child{c, c}}, nil); err == nil || !strings.Contains(err.Error(), `"a"`) {
 		t.Errorf("duplicate names: %v", err)
+	}
+}
+
+// A child that fed the watchdog and then froze is killed and restarted; one
+// that never sent WATCHDOG=1 is left alone; both see WATCHDOG_USEC.
+func TestWatchdogRestartsFrozenChild(t *testing.T) {
+	frozen, frozenLog := child(t, "gpu0", "freeze")
+	quiet, quietLog := child(t, "gpu1", "quiet")
+	frozen.Watchdog, quiet.Watchdog = 200*time.Millisecond, 200*time.Millisecond
+	out := &syncBuf{}
+	sigs := make(chan os.Signal, 3)
+	errc := make(chan error, 1)
+	go func() {
+		errc <- Run(t.Context(), Options{Children: []Child{frozen, quiet}, Out: out, MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond}, sigs)
+	}()
+	waitFor(t, "two watchdog restarts", func() bool { return count(frozenLog, "start") >= 3 })
+	waitFor(t, "the quiet child's start", func() bool { return count(quietLog, "start") == 1 })
+	sigs <- syscall.SIGTERM
+	if err := <-errc; err != nil {
+		t.Fatalf("Run = %v\n%s", err, out)
+	}
+	if n := count(quietLog, "start"); n != 1 {
+		t.Errorf("child without WATCHDOG=1 started %d times, want 1 (never killed for silence)\n%s", n, out)
+	}
+	for _, l := range []string{frozenLog, quietLog} {
+		if n := count(l, "watchdog_usec=200000"); n < 1 {
+			t.Errorf("%s: WATCHDOG_USEC not 200000:\n%s", l, must(os.ReadFile(l)))
+		}
+	}
+	for _, want := range []string{"gpu0: watchdog timeout: no WATCHDOG=1 for", "gpu0: watchdog timeout, killed by signal killed; restarting in"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out.String(), "gpu1: watchdog") {
+		t.Errorf("the quiet child hit the watchdog:\n%s", out)
+	}
+}
+
+// Without Watchdog the child sees no WATCHDOG_USEC, even if the
+// supervisor's own environment has one.
+func TestNoWatchdogNoEnv(t *testing.T) {
+	c, log := child(t, "cpu0", "quiet")
+	c.Env = append(c.Env, "WATCHDOG_USEC=5", "WATCHDOG_PID=1")
+	out := &syncBuf{}
+	sigs := make(chan os.Signal, 1)
+	errc := make(chan error, 1)
+	go func() { errc <- Run(t.Context(), Options{Children: []Child{c}, Out: out}, sigs) }()
+	waitFor(t, "start", func() bool { return count(log, "watchdog_usec=") == 1 })
+	sigs <- syscall.SIGTERM
+	if err := <-errc; err != nil {
+		t.Fatal(err)
 	}
 }
 
