@@ -134,12 +134,14 @@ func TestIntegrationNspawn(t *testing.T) {
 	// `systemctl stop` while a task runs drains: the agent gets SIGTERM,
 	// finishes the task (completed, every log line shipped), then exits; the
 	// stop returns only after that. The task's repository lives inside the
-	// container, on the gpu0 agent's own queue.
+	// container, owned by the agent user, on the gpu0 agent's own queue.
 	sh("sh", "-c", `set -e
 mkdir -p /srv/tasks && cd /srv/tasks
 printf 'echo "started $CLEARML_TASK_ID"\nsleep 5\necho finished\n' > drain.sh
 git init -q -b main && git add drain.sh
-git -c user.name=it -c user.email=it@example.com commit -q -m drain`)
+git -c user.name=it -c user.email=it@example.com commit -q -m drain
+# git refuses a repository owned by someone else ("dubious ownership").
+chown -R clearml:clearml /srv/tasks`)
 	task := srv.CreateTask(api.Task{Name: "drain", Type: "training", Script: &api.Script{
 		Repository: "file:///srv/tasks", Branch: "main", EntryPoint: "drain.sh", Binary: "bash", WorkingDir: ".",
 	}})

@@ -329,10 +329,10 @@ func (n *readyNotifier) Ready() error {
 }
 
 // trimWhenIdle gives back the executable's start-up pages once the agent is
-// idle (10 s after start, then every minute while no task runs); see
+// idle (5 s after start, then every minute while no task runs); see
 // internal/memtrim.
 func trimWhenIdle(ctx context.Context, notify *readyNotifier, d *worker.Daemon, log *slog.Logger) {
-	t := time.NewTimer(10 * time.Second)
+	t := time.NewTimer(5 * time.Second)
 	defer t.Stop()
 	for {
 		select {
