@@ -175,6 +175,11 @@ chown -R clearml:clearml /srv/tasks`)
 	if l := logText(); !strings.Contains(l, "finished") {
 		t.Errorf("drained task log lacks its last line:\n%s", l)
 	}
+	for _, l := range strings.Split(m.Journal(units[0]), "\n") {
+		if strings.Contains(l, "drain") || strings.Contains(l, "finished") || strings.Contains(l, "Deactivated") || strings.Contains(l, "Stopped") {
+			t.Logf("journal: %s", l)
+		}
+	}
 	if s := show(units[0], "ActiveState"); s != "inactive" {
 		t.Errorf("%s is %s after stop, want inactive (a clean exit, not failed)", units[0], s)
 	}

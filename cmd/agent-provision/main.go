@@ -104,7 +104,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	applyCmd := app.Command("apply", "Write the config and units and start the agents (default).").Default()
 	statusCmd := app.Command("status", "Show the agents: unit, GPUs, queues, worker id, state, STATUS, uptime.")
 	removeCmd := app.Command("remove", "Stop, disable and delete the agents and their files.")
-	removeCmd.Flag("purge-config", "Delete clearml.conf too.").BoolVar(&f.purge)
+	removeCmd.Flag("purge-config", "Delete clearml.conf too.").Envar(env("PURGE_CONFIG")).BoolVar(&f.purge)
 	gpusCmd := app.Command("gpus", "List the GPUs NVML finds.")
 	runCmd := app.Command("run", "Supervise the agents as child processes (no systemd needed).")
 	runCmd.Flag("state-dir", "Where the agents keep state, cache and logs.").Envar(env("STATE_DIR")).StringVar(&f.stateRoot)
