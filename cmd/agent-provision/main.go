@@ -322,8 +322,28 @@ func (f *flags) firstBoot(ctx context.Context, stdout io.Writer) error {
 		return err
 	}
 	defer closeFn()
+	// Agents enabled in the image ran without credentials before this and
+	// may have hit their start limit: forget that, then start them all.
+	states, err := mgr.States(ctx, systemd.AgentPattern)
+	if err != nil {
+		return err
+	}
+	var units []string
+	for _, st := range states {
+		units = append(units, st.Name)
+	}
+	if err := mgr.ResetFailed(ctx, units); err != nil {
+		return err
+	}
 	if err := mgr.Start(ctx, unitgen.TargetName); err != nil {
 		return err
+	}
+	for _, st := range states {
+		if st.Active() {
+			if err := mgr.Restart(ctx, st.Name); err != nil {
+				return err
+			}
+		}
 	}
 	fmt.Fprintf(stdout, "started %s\n", unitgen.TargetName)
 	return nil

@@ -95,6 +95,16 @@ func (m *DBus) Restart(ctx context.Context, unit string) error {
 	return m.job(ctx, "restart", unit, m.conn.RestartUnitContext)
 }
 
+// ResetFailed implements Manager.
+func (m *DBus) ResetFailed(ctx context.Context, units []string) error {
+	for _, u := range units {
+		if err := m.conn.ResetFailedUnitContext(ctx, u); err != nil && !strings.Contains(err.Error(), "not loaded") {
+			return fmt.Errorf("reset-failed %s: %w", u, err)
+		}
+	}
+	return nil
+}
+
 func (m *DBus) job(ctx context.Context, verb, unit string, f jobFunc) error {
 	// Buffered so the signal dispatcher never blocks if we stop listening.
 	ch := make(chan string, 1)

@@ -25,6 +25,9 @@ type Manager interface {
 	Start(ctx context.Context, unit string) error
 	Stop(ctx context.Context, unit string) error
 	Restart(ctx context.Context, unit string) error
+	// ResetFailed is `systemctl reset-failed UNIT...`: forget failures and
+	// the start-rate limit, so a unit that gave up can be started again.
+	ResetFailed(ctx context.Context, units []string) error
 	// WaitActive polls the units until each is active or failed, or timeout
 	// passes. It always returns the last state seen for every unit, and an
 	// error naming each unit that did not become active.

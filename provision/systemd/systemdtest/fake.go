@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -122,6 +123,14 @@ func (f *Fake) Restart(ctx context.Context, unit string) error {
 	defer f.mu.Unlock()
 	f.record("restart " + unit)
 	return f.start(ctx, unit)
+}
+
+// ResetFailed records the call.
+func (f *Fake) ResetFailed(ctx context.Context, units []string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("reset-failed " + strings.Join(units, " "))
+	return nil
 }
 
 // WaitActive reports the current state at once (the fake never transitions
