@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"text/tabwriter"
@@ -320,7 +321,15 @@ var _ worker.API = (*api.Client)(nil)
 // has not connected and a stop signal needs no drain.
 type readyNotifier struct {
 	*sdnotify.Notifier
-	ready atomic.Bool
+	ready    atomic.Bool
+	stopping sync.Once
+}
+
+// Stopping sends STOPPING=1 once, however many parts of the shutdown ask.
+func (n *readyNotifier) Stopping() error {
+	var err error
+	n.stopping.Do(func() { err = n.Notifier.Stopping() })
+	return err
 }
 
 func (n *readyNotifier) Ready() error {
