@@ -339,41 +339,31 @@ func (ru *run) execute(ctx context.Context, o Options) Outcome {
 // finish decides the final status from the exit and the abort reason and
 // reports it (after the caller flushed the log).
 func (ru *run) finish(out *Outcome) {
-	api := ru.r.api
+	srv := ru.r.api
+	set := func(status, reason string, call func(context.Context, api.StatusRequest) (api.Updated, error)) {
+		out.Status, out.Reason = status, reason
+		ru.status(api.StatusRequest{StatusReason: reason}, call)
+	}
 	switch ab := ru.aborted(); {
 	case ab == abortChanged || ab == abortReset:
 		out.Status, out.Reason = "", "task status changed on the server"
-		return
 	case ab == abortUser:
-		out.Status, out.Reason = "stopped", "task was stopped by tasks.stop"
-		ru.status(apiStatus(out.Reason), api.Stopped)
-		return
+		set(api.StatusStopped, "task was stopped by tasks.stop", srv.Stopped)
 	case ru.agentAbort || (out.Exit.Terminated && !out.Exit.NotStarted):
 		// the agent aborted the task (second SIGTERM, or ctx cancelled),
 		// during setup or while it ran
-		out.Status, out.Reason = "stopped", "aborted by clearml-agent "+ru.wid+" (agent shutdown)"
-		ru.status(apiStatus(out.Reason), api.Stopped)
-		return
-	case out.Status == "failed":
-		ru.status(apiStatus(out.Reason), api.Failed)
-		return
+		set(api.StatusStopped, "aborted by clearml-agent "+ru.wid+" (agent shutdown)", srv.Stopped)
+	case out.Status == api.StatusFailed: // setup failed; the reason is set
+		set(api.StatusFailed, out.Reason, srv.Failed)
 	case out.Status != "":
-		return
-	}
-	switch code := out.Exit.Code; {
-	case code == 0:
-		out.Status, out.Reason = "completed", "worker execution done"
-		ru.status(apiStatus(out.Reason), api.Completed)
-	case code == -2 || code == 254:
-		out.Status, out.Reason = "stopped", "user abort"
-		ru.status(apiStatus(out.Reason), api.Stopped)
+	case out.Exit.Code == 0:
+		set(api.StatusCompleted, "worker execution done", srv.Completed)
+	case out.Exit.Code == -2 || out.Exit.Code == 254:
+		set(api.StatusStopped, "user abort", srv.Stopped)
 	default:
-		out.Status, out.Reason = "failed", fmt.Sprintf("worker execution exit code %d", code)
-		ru.status(apiStatus(out.Reason), api.Failed)
+		set(api.StatusFailed, fmt.Sprintf("worker execution exit code %d", out.Exit.Code), srv.Failed)
 	}
 }
-
-func apiStatus(reason string) api.StatusRequest { return api.StatusRequest{StatusReason: reason} }
 
 // logLine sends a setup progress line to the task log.
 func (ru *run) logLine(s string) { _ = ru.log.Write("INFO", s) }
