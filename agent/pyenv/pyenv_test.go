@@ -1,110 +1,17 @@
 package pyenv
 
 import (
-	"archive/zip"
-	"bytes"
-	"crypto/sha256"
-	"encoding/base64"
-	"encoding/hex"
-	"fmt"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/gpufleet/clearml-agent-go/internal/wheeltest"
 )
-
-// buildWheel constructs a pure-python wheel for name==version with one module
-// and one console script "<name>-cli" that prints sys.prefix.
-func buildWheel(t *testing.T, name, version string) (string, []byte) {
-	t.Helper()
-	dist := name + "-" + version + ".dist-info"
-	files := []struct{ path, body string }{
-		{name + "/__init__.py", "VALUE = 42\ndef main():\n    import sys\n    print(sys.prefix)\n"},
-		{dist + "/METADATA", "Metadata-Version: 2.1\nName: " + name + "\nVersion: " + version + "\n"},
-		{dist + "/WHEEL", "Wheel-Version: 1.0\nGenerator: pyenv-test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"},
-		{dist + "/entry_points.txt", "[console_scripts]\n" + name + "-cli = " + name + ":main\n"},
-	}
-	var buf bytes.Buffer
-	zw := zip.NewWriter(&buf)
-	var record strings.Builder
-	for _, f := range files {
-		w, err := zw.Create(f.path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := w.Write([]byte(f.body)); err != nil {
-			t.Fatal(err)
-		}
-		sum := sha256.Sum256([]byte(f.body))
-		fmt.Fprintf(&record, "%s,sha256=%s,%d\n", f.path, base64.RawURLEncoding.EncodeToString(sum[:]), len(f.body))
-	}
-	fmt.Fprintf(&record, "%s/RECORD,,\n", dist)
-	w, err := zw.Create(dist + "/RECORD")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.Write([]byte(record.String())); err != nil {
-		t.Fatal(err)
-	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return name + "-" + version + "-py3-none-any.whl", buf.Bytes()
-}
-
-// index is a PEP 503 simple index over wheels built in the test; it counts
-// the requests it served.
-type index struct {
-	*httptest.Server
-	hits atomic.Int64
-}
-
-func newIndex(t *testing.T, wheels map[string][]byte) *index {
-	t.Helper()
-	ix := &index{}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/simple/{project}/", func(w http.ResponseWriter, r *http.Request) {
-		ix.hits.Add(1)
-		project := r.PathValue("project")
-		var links strings.Builder
-		for file, body := range wheels {
-			if strings.HasPrefix(file, strings.ReplaceAll(project, "-", "_")+"-") || strings.HasPrefix(file, project+"-") {
-				sum := sha256.Sum256(body)
-				fmt.Fprintf(&links, "<a href=\"/files/%s#sha256=%s\">%s</a>\n", file, hex.EncodeToString(sum[:]), file)
-			}
-		}
-		if links.Len() == 0 {
-			http.NotFound(w, r)
-			return
-		}
-		fmt.Fprintf(w, "<!DOCTYPE html><html><body>\n%s</body></html>\n", links.String())
-	})
-	mux.HandleFunc("/files/{file}", func(w http.ResponseWriter, r *http.Request) {
-		ix.hits.Add(1)
-		body, ok := wheels[r.PathValue("file")]
-		if !ok {
-			http.NotFound(w, r)
-			return
-		}
-		w.Write(body)
-	})
-	ix.Server = httptest.NewServer(mux)
-	t.Cleanup(ix.Close)
-	return ix
-}
-
-// pipEnv keeps pip offline and quick to fail on this machine.
-var pipEnv = []string{
-	"PIP_FIND_LINKS=", "PIP_DEFAULT_TIMEOUT=5", "PIP_NO_INPUT=1",
-	"PIP_DISABLE_PIP_VERSION_CHECK=1", "PIP_CONFIG_FILE=/dev/null", "PIP_RETRIES=0",
-}
 
 func needPython(t *testing.T) {
 	t.Helper()
@@ -126,7 +33,7 @@ func TestEnsureNoRequirements(t *testing.T) {
 	needPython(t)
 	work := t.TempDir()
 	var logs []string
-	env, err := Ensure(t.Context(), Spec{PythonBinary: "python3", WorkDir: work, CacheDir: t.TempDir(), Env: pipEnv},
+	env, err := Ensure(t.Context(), Spec{PythonBinary: "python3", WorkDir: work, CacheDir: t.TempDir(), Env: wheeltest.PipEnv},
 		func(s string) { logs = append(logs, s) })
 	if err != nil {
 		t.Fatal(err)
@@ -156,8 +63,8 @@ func TestEnsureNoRequirements(t *testing.T) {
 
 func TestEnsureInstallAndCache(t *testing.T) {
 	needPython(t)
-	file, whl := buildWheel(t, "tinypkg", "1.0")
-	ix := newIndex(t, map[string][]byte{file: whl})
+	file, whl := wheeltest.Build(t, "tinypkg", "1.0")
+	ix := wheeltest.NewIndex(t, map[string][]byte{file: whl})
 	cache := t.TempDir()
 	spec := Spec{
 		PythonBinary: "python3",
@@ -165,7 +72,7 @@ func TestEnsureInstallAndCache(t *testing.T) {
 		IndexURL:     ix.URL + "/simple/",
 		WorkDir:      t.TempDir(),
 		CacheDir:     cache,
-		Env:          pipEnv,
+		Env:          wheeltest.PipEnv,
 	}
 	env, err := Ensure(t.Context(), spec, func(s string) { t.Log(s) })
 	if err != nil {
@@ -184,7 +91,7 @@ func TestEnsureInstallAndCache(t *testing.T) {
 
 	// Second task, other venvs dir, same requirements in another order and
 	// with other comments: served from the cache, pip never asked.
-	hitsBefore := ix.hits.Load()
+	hitsBefore := ix.Hits()
 	spec2 := spec
 	spec2.WorkDir = t.TempDir()
 	spec2.Requirements = "tinypkg==1.0  # pinned\n"
@@ -193,7 +100,7 @@ func TestEnsureInstallAndCache(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := ix.hits.Load() - hitsBefore; n != 0 {
+	if n := ix.Hits() - hitsBefore; n != 0 {
 		t.Errorf("cache hit still queried the index %d times; logs %q", n, logs)
 	}
 	joined := strings.Join(logs, "\n")
@@ -220,7 +127,7 @@ func TestEnsureInstallAndCache(t *testing.T) {
 
 func TestEnsureErrors(t *testing.T) {
 	needPython(t)
-	ix := newIndex(t, map[string][]byte{})
+	ix := wheeltest.NewIndex(t, map[string][]byte{})
 	tests := []struct {
 		name string
 		spec Spec
@@ -241,7 +148,7 @@ func TestEnsureErrors(t *testing.T) {
 			work := t.TempDir()
 			tc.spec.WorkDir = work
 			tc.spec.CacheDir = t.TempDir()
-			tc.spec.Env = pipEnv
+			tc.spec.Env = wheeltest.PipEnv
 			_, err := Ensure(t.Context(), tc.spec, nil)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error = %v, want it to contain %q", err, tc.want)

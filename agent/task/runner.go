@@ -31,6 +31,7 @@ type API interface {
 	Failed(ctx context.Context, req api.StatusRequest) (api.Updated, error)
 	Completed(ctx context.Context, req api.StatusRequest) (api.Updated, error)
 	Ping(ctx context.Context, taskID string) error
+	SetRequirements(ctx context.Context, taskID string, req api.Requirements) (api.Updated, error)
 	AddBatch(ctx context.Context, events []api.Event) (api.AddBatchResult, error)
 }
 
@@ -302,6 +303,9 @@ func (ru *run) execute(ctx context.Context, o Options) Outcome {
 		if err != nil {
 			return fail("failed setting up the python environment", err)
 		}
+		if reqs != "" {
+			ru.reportRequirements(work, env, sc.Requirements)
+		}
 	}
 
 	cmd, err := buildCommand(kind, env, codeDir, entry, r.baseEnv(ru.id, env))
@@ -362,6 +366,25 @@ func (ru *run) finish(out *Outcome) {
 		set(api.StatusStopped, "user abort", srv.Stopped)
 	default:
 		set(api.StatusFailed, fmt.Sprintf("worker execution exit code %d", out.Exit.Code), srv.Failed)
+	}
+}
+
+// reportRequirements stores what pip installed on the task, as the Python
+// agent does: the freeze becomes requirements.pip, and the requested list is
+// kept once in org_pip.
+func (ru *run) reportRequirements(ctx context.Context, env *pyenv.Env, req *api.Requirements) {
+	frozen, err := pyenv.Freeze(ctx, env)
+	if err != nil {
+		ru.r.s.Logger.Debug("pip freeze failed", "task", ru.id, "err", err)
+		return
+	}
+	out := *req
+	if out.OrgPip == "" {
+		out.OrgPip = req.Pip
+	}
+	out.Pip = frozen
+	if _, err := ru.r.api.SetRequirements(ctx, ru.id, out); err != nil {
+		ru.r.s.Logger.Debug("tasks.set_requirements failed", "task", ru.id, "err", err)
 	}
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/gpufleet/clearml-agent-go/agent/api"
 	"github.com/gpufleet/clearml-agent-go/agent/emulator"
 	"github.com/gpufleet/clearml-agent-go/agent/task"
+	"github.com/gpufleet/clearml-agent-go/internal/wheeltest"
 )
 
 const workerID = "testhost:cpu:0"
@@ -675,5 +676,25 @@ func TestUnknownTask(t *testing.T) {
 	_, err := task.NewRunner(f.c, f.s).Run(t.Context(), "no-such-task", task.Options{})
 	if err == nil || !strings.Contains(err.Error(), "no-such-task") {
 		t.Errorf("Run(unknown task) = %v, want an error naming the task", err)
+	}
+}
+
+func TestRequirementsInstalledAndReported(t *testing.T) {
+	needTools(t)
+	f := newFixture(t)
+	file, body := wheeltest.Build(t, "tinypkg", "1.0")
+	ix := wheeltest.NewIndex(t, map[string][]byte{file: body})
+	f.s.IndexURL = ix.URL + "/simple/"
+	url, _, _ := gitRepo(t, map[string]string{"train.py": "import tinypkg\nprint('value', tinypkg.VALUE)\n"})
+	id := f.newTask(api.Script{Repository: url, EntryPoint: "train.py", Binary: "python3",
+		Requirements: &api.Requirements{Pip: "tinypkg==1.0\n"}})
+	out := f.run(t, t.Context(), id, task.Options{})
+	checkStatus(t, f, id, out, api.StatusCompleted, "worker execution done")
+	if got := strings.Join(f.output(id), "\n"); !strings.Contains(got, "value 42") {
+		t.Errorf("task output %q lacks the installed package's value", got)
+	}
+	req := f.emu.Task(id).Script.Requirements
+	if req == nil || !strings.Contains(req.Pip, "tinypkg==1.0") || req.OrgPip != "tinypkg==1.0\n" {
+		t.Errorf("requirements after the run = %+v; want the freeze in pip and the request kept in org_pip", req)
 	}
 }

@@ -1,0 +1,108 @@
+// Package wheeltest builds Python wheels and serves them from a PEP 503
+// simple index in tests, so that real pip runs against a real index without
+// PyPI. Test support only: nothing outside _test.go files imports it.
+package wheeltest
+
+import (
+	"archive/zip"
+	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+)
+
+// Build constructs a pure-python wheel for name==version with one module
+// and one console script "<name>-cli" that prints sys.prefix.
+func Build(t testing.TB, name, version string) (string, []byte) {
+	t.Helper()
+	dist := name + "-" + version + ".dist-info"
+	files := []struct{ path, body string }{
+		{name + "/__init__.py", "VALUE = 42\ndef main():\n    import sys\n    print(sys.prefix)\n"},
+		{dist + "/METADATA", "Metadata-Version: 2.1\nName: " + name + "\nVersion: " + version + "\n"},
+		{dist + "/WHEEL", "Wheel-Version: 1.0\nGenerator: wheeltest\nRoot-Is-Purelib: true\nTag: py3-none-any\n"},
+		{dist + "/entry_points.txt", "[console_scripts]\n" + name + "-cli = " + name + ":main\n"},
+	}
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	var record strings.Builder
+	for _, f := range files {
+		w, err := zw.Create(f.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Write([]byte(f.body)); err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.Sum256([]byte(f.body))
+		fmt.Fprintf(&record, "%s,sha256=%s,%d\n", f.path, base64.RawURLEncoding.EncodeToString(sum[:]), len(f.body))
+	}
+	fmt.Fprintf(&record, "%s/RECORD,,\n", dist)
+	w, err := zw.Create(dist + "/RECORD")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write([]byte(record.String())); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return name + "-" + version + "-py3-none-any.whl", buf.Bytes()
+}
+
+// Index is a PEP 503 simple index over wheels built in the test; it counts
+// the requests it served.
+type Index struct {
+	*httptest.Server
+	hits atomic.Int64
+}
+
+// Hits returns how many requests the index served.
+func (ix *Index) Hits() int64 { return ix.hits.Load() }
+
+// NewIndex serves wheels (file name -> content) until the test ends.
+func NewIndex(t testing.TB, wheels map[string][]byte) *Index {
+	t.Helper()
+	ix := &Index{}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/simple/{project}/", func(w http.ResponseWriter, r *http.Request) {
+		ix.hits.Add(1)
+		project := r.PathValue("project")
+		var links strings.Builder
+		for file, body := range wheels {
+			if strings.HasPrefix(file, strings.ReplaceAll(project, "-", "_")+"-") || strings.HasPrefix(file, project+"-") {
+				sum := sha256.Sum256(body)
+				fmt.Fprintf(&links, "<a href=\"/files/%s#sha256=%s\">%s</a>\n", file, hex.EncodeToString(sum[:]), file)
+			}
+		}
+		if links.Len() == 0 {
+			http.NotFound(w, r)
+			return
+		}
+		fmt.Fprintf(w, "<!DOCTYPE html><html><body>\n%s</body></html>\n", links.String())
+	})
+	mux.HandleFunc("/files/{file}", func(w http.ResponseWriter, r *http.Request) {
+		ix.hits.Add(1)
+		body, ok := wheels[r.PathValue("file")]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		w.Write(body)
+	})
+	ix.Server = httptest.NewServer(mux)
+	t.Cleanup(ix.Close)
+	return ix
+}
+
+// PipEnv keeps pip offline and quick to fail on this machine.
+var PipEnv = []string{
+	"PIP_FIND_LINKS=", "PIP_DEFAULT_TIMEOUT=5", "PIP_NO_INPUT=1",
+	"PIP_DISABLE_PIP_VERSION_CHECK=1", "PIP_CONFIG_FILE=/dev/null", "PIP_RETRIES=0",
+}
