@@ -233,8 +233,23 @@ func (ru *run) status(req api.StatusRequest, call func(context.Context, api.Stat
 	if req.StatusMessage == "" {
 		req.StatusMessage = "Changed by clearml-agent " + ru.wid
 	}
-	if _, err := call(ru.report, req); err != nil {
-		ru.r.s.Logger.Warn("could not update task status", "task", ru.id, "reason", req.StatusReason, "err", err)
+	// The final status must survive a server outage: retry while the server
+	// cannot be reached, until the report deadline (the client already backs
+	// off between its own attempts).
+	for {
+		_, err := call(ru.report, req)
+		var te *api.TransportError
+		if err == nil || !errors.As(err, &te) || ru.report.Err() != nil {
+			if err != nil {
+				ru.r.s.Logger.Warn("could not update task status", "task", ru.id, "reason", req.StatusReason, "err", err)
+			}
+			return
+		}
+		ru.r.s.Logger.Warn("server unreachable for the final task status, retrying", "task", ru.id, "err", err)
+		select {
+		case <-ru.report.Done():
+		case <-time.After(5 * time.Second):
+		}
 	}
 }
 

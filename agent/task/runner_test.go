@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -696,5 +697,35 @@ func TestRequirementsInstalledAndReported(t *testing.T) {
 	req := f.emu.Task(id).Script.Requirements
 	if req == nil || !strings.Contains(req.Pip, "tinypkg==1.0") || req.OrgPip != "tinypkg==1.0\n" {
 		t.Errorf("requirements after the run = %+v; want the freeze in pip and the request kept in org_pip", req)
+	}
+}
+
+// TestServerDownAtTheEnd: the server fails tasks.completed for longer than
+// the client's own retries; the final status still arrives once it answers.
+func TestServerDownAtTheEnd(t *testing.T) {
+	needTools(t)
+	f := newFixture(t)
+	var refused atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "tasks.completed") && refused.Add(1) <= 4 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		f.emu.Handler().ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	c, err := api.New(api.Config{Host: srv.URL, AccessKey: "AK", SecretKey: "SK", WorkerHeader: workerID,
+		RetryBaseDelay: 10 * time.Millisecond, RetryMaxDelay: 20 * time.Millisecond, MaxRetries: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := f.newTask(api.Script{EntryPoint: "t.sh", Binary: "bash", Diff: "echo start\necho end\n"})
+	out, err := task.NewRunner(c, f.s).Run(t.Context(), id, task.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkStatus(t, f, id, out, api.StatusCompleted, "worker execution done")
+	if n := refused.Load(); n <= 4 {
+		t.Errorf("tasks.completed was tried %d times; want more than the 4 refusals", n)
 	}
 }
