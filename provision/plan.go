@@ -469,8 +469,17 @@ func (p *Plan) confChange() (FileChange, error) {
 		return FileChange{}, err
 	}
 	secrets := []string{in.SecretKey, in.GitPass}
+	hosts := config.Hosts{API: in.APIHost, Web: in.WebHost, Files: in.FilesHost}
+	if in.APIHost != "" || in.WebHost != "" {
+		// the web and files hosts follow from the api host as in `clearml-agent init`
+		if h, err := config.DeriveHosts(in.WebHost, in.APIHost, in.FilesHost); err == nil {
+			hosts = h
+		} else {
+			return FileChange{}, fmt.Errorf("--api-host/--web-host: %v", err)
+		}
+	}
 	rendered := config.Render(config.APIWriteSettings{
-		APIServer: in.APIHost, WebServer: in.WebHost, FilesServer: in.FilesHost,
+		APIServer: hosts.API, WebServer: hosts.Web, FilesServer: hosts.Files,
 		AccessKey: in.AccessKey, SecretKey: in.SecretKey,
 	}, config.AgentWriteSettings{
 		GitUser: in.GitUser, GitPass: in.GitPass, ExtraIndexURLs: in.ExtraIndexURLs,

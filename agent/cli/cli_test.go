@@ -157,28 +157,6 @@ func TestInitNonInteractive(t *testing.T) {
 	}
 }
 
-func TestDeriveHosts(t *testing.T) {
-	cases := []struct {
-		web, api string
-		want     hostSet
-	}{
-		{"https://app.clear.ml", "", hostSet{"https://app.clear.ml", "https://api.clear.ml", "https://files.clear.ml"}},
-		{"", "https://api.example.com/", hostSet{"https://app.example.com", "https://api.example.com", "https://files.example.com"}},
-		{"https://demoapp.demo.clear.ml", "", hostSet{"https://demoapp.demo.clear.ml", "https://demoapi.demo.clear.ml", "https://demofiles.demo.clear.ml"}},
-		{"http://10.0.0.5:8080", "", hostSet{"http://10.0.0.5:8080", "http://10.0.0.5:8008", "http://10.0.0.5:8081"}},
-		{"", "http://h:8008", hostSet{"http://h:8080", "http://h:8008", "http://h:8081"}},
-	}
-	for _, c := range cases {
-		got, err := deriveHosts(c.web, c.api, "")
-		if err != nil || got != c.want {
-			t.Errorf("deriveHosts(%q, %q) = %+v, %v; want %+v", c.web, c.api, got, err, c.want)
-		}
-	}
-	if _, err := deriveHosts("app.clear.ml", "", ""); err == nil {
-		t.Errorf("want an error for a host without scheme")
-	}
-}
-
 func TestConfigCommand(t *testing.T) {
 	srv := loginServer(t, "ACCESSKEY123", "SECRETVALUE")
 	dir := t.TempDir()

@@ -112,7 +112,7 @@ func initNonInteractive(ctx context.Context, g *Globals, f *initFlags, target st
 	if f.accessKey == "" || f.secretKey == "" {
 		return fmt.Errorf("init --non-interactive: no credentials; pass --access-key and --secret-key (or set CLEARML_API_ACCESS_KEY/CLEARML_API_SECRET_KEY)")
 	}
-	hosts, err := deriveHosts(f.webHost, f.apiHost, f.filesHost)
+	hosts, err := config.DeriveHosts(f.webHost, f.apiHost, f.filesHost)
 	if err != nil {
 		return err
 	}
@@ -120,26 +120,26 @@ func initNonInteractive(ctx context.Context, g *Globals, f *initFlags, target st
 	if !f.noVerify {
 		vctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
-		if _, _, err := g.verifier(true).Verify(vctx, hosts.api, f.accessKey, f.secretKey); err != nil {
+		if _, _, err := g.verifier(true).Verify(vctx, hosts.API, f.accessKey, f.secretKey); err != nil {
 			return fmt.Errorf("%v (no configuration written; use --no-verify to skip the check)", err)
 		}
 	}
 	return writeInit(g, target, hosts, f.accessKey, f.secretKey, f.gitUser, f.gitPass, f.extraIndexURLs, outputURI(f.outputURI, hosts))
 }
 
-func outputURI(choice string, h hostSet) string {
+func outputURI(choice string, h config.Hosts) string {
 	switch strings.ToLower(choice) {
 	case "", "n", "none":
 		return ""
 	case "s", "server":
-		return h.files
+		return h.Files
 	}
 	return choice
 }
 
-func writeInit(g *Globals, target string, h hostSet, key, secret, gitUser, gitPass string, extra []string, outURI string) error {
+func writeInit(g *Globals, target string, h config.Hosts, key, secret, gitUser, gitPass string, extra []string, outURI string) error {
 	data := config.Render(
-		config.APIWriteSettings{APIServer: h.api, WebServer: h.web, FilesServer: h.files, AccessKey: key, SecretKey: secret},
+		config.APIWriteSettings{APIServer: h.API, WebServer: h.Web, FilesServer: h.Files, AccessKey: key, SecretKey: secret},
 		config.AgentWriteSettings{GitUser: gitUser, GitPass: gitPass, ExtraIndexURLs: extra, DefaultOutputURI: outURI},
 	)
 	if dir := filepath.Dir(target); dir != "" {
@@ -205,14 +205,14 @@ func (w *wizard) run(ctx context.Context, target string) error {
 	if web == "" && api == "" {
 		api = w.g.Getenv("CLEARML_API_HOST")
 	}
-	def, err := deriveHosts(web, api, files)
+	def, err := config.DeriveHosts(web, api, files)
 	if err != nil {
-		def = hostSet{web: "https://app.clear.ml", api: "https://api.clear.ml", files: "https://files.clear.ml"}
+		def = config.Hosts{Web: "https://app.clear.ml", API: "https://api.clear.ml", Files: "https://files.clear.ml"}
 	}
-	var h hostSet
+	var h config.Hosts
 	for {
-		webIn := w.ask("WEB Host configured to:", def.web)
-		d2, err := deriveHosts(webIn, "", "")
+		webIn := w.ask("WEB Host configured to:", def.Web)
+		d2, err := config.DeriveHosts(webIn, "", "")
 		if err != nil {
 			if w.eof {
 				return &ExitError{Code: 1, Msg: "init: " + err.Error()}
@@ -220,22 +220,22 @@ func (w *wizard) run(ctx context.Context, target string) error {
 			fmt.Fprintln(w.out, err)
 			continue
 		}
-		if webIn == def.web {
+		if webIn == def.Web {
 			d2 = def
 		}
-		h.web = d2.web
-		h.api = w.ask("API Host configured to:", d2.api)
-		h.files = w.ask("File Store Host configured to:", d2.files)
+		h.Web = d2.Web
+		h.API = w.ask("API Host configured to:", d2.API)
+		h.Files = w.ask("File Store Host configured to:", d2.Files)
 		break
 	}
-	fmt.Fprintf(w.out, "\nCLEARML Hosts configuration:\nWeb App: %s\nAPI: %s\nFile Store: %s\n\n", h.web, h.api, h.files)
+	fmt.Fprintf(w.out, "\nCLEARML Hosts configuration:\nWeb App: %s\nAPI: %s\nFile Store: %s\n\n", h.Web, h.API, h.Files)
 	warnHTTP(w.g.Stderr, h)
 
 	var verr error
 	for try := 1; try <= 2; try++ {
 		fmt.Fprintln(w.out, "Verifying credentials ...")
 		vctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		_, _, verr = w.g.verifier(true).Verify(vctx, h.api, key, secret)
+		_, _, verr = w.g.verifier(true).Verify(vctx, h.API, key, secret)
 		cancel()
 		if verr == nil {
 			fmt.Fprintln(w.out, "Credentials verified!")
@@ -251,7 +251,7 @@ func (w *wizard) run(ctx context.Context, target string) error {
 	var outURI string
 	switch {
 	case strings.HasPrefix(choice, "s"):
-		outURI = h.files
+		outURI = h.Files
 	case strings.HasPrefix(choice, "c"):
 		fmt.Fprint(w.out, "Custom Default Output URI: ")
 		outURI = strings.TrimSpace(w.readLine())
@@ -326,59 +326,9 @@ func parsePasted(text string) (key, secret, web, api, files string) {
 	return get("api.credentials.access_key"), get("api.credentials.secret_key"), get("api.web_server"), api, get("api.files_server")
 }
 
-type hostSet struct{ web, api, files string }
-
-// deriveHosts fills in missing hosts the way the Python wizard does:
-// app. <-> api. <-> files. (and demoapp./demoapi./demofiles.), ports 8080 <-> 8008 <-> 8081.
-func deriveHosts(web, api, files string) (hostSet, error) {
-	h := hostSet{web: strings.TrimRight(web, "/"), api: strings.TrimRight(api, "/"), files: strings.TrimRight(files, "/")}
-	base, kind := h.web, "web"
-	if base == "" {
-		base, kind = h.api, "api"
-	}
-	if base == "" {
-		return h, fmt.Errorf("no host given; enter e.g. https://app.clear.ml")
-	}
-	u, err := url.Parse(base)
-	if err != nil || u.Scheme == "" || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-		return h, fmt.Errorf("host %q: not an http(s) URL; use e.g. https://app.clear.ml or http://10.0.0.5:8080", base)
-	}
-	variant := func(to string) string {
-		v := *u
-		host, port := v.Hostname(), v.Port()
-		prefixes := map[string][]string{"web": {"app.", "demoapp."}, "api": {"api.", "demoapi."}, "files": {"files.", "demofiles."}}
-		for i, from := range prefixes[kind] {
-			if strings.HasPrefix(host, from) {
-				host = prefixes[to][i] + strings.TrimPrefix(host, from)
-				break
-			}
-		}
-		ports := map[string]string{"web": "8080", "api": "8008", "files": "8081"}
-		if port == ports[kind] {
-			port = ports[to]
-		}
-		if port != "" {
-			v.Host = net.JoinHostPort(host, port)
-		} else {
-			v.Host = host
-		}
-		return strings.TrimRight(v.String(), "/")
-	}
-	if h.web == "" {
-		h.web = variant("web")
-	}
-	if h.api == "" {
-		h.api = variant("api")
-	}
-	if h.files == "" {
-		h.files = variant("files")
-	}
-	return h, nil
-}
-
 // warnHTTP warns when a non-loopback host uses plain http.
-func warnHTTP(w io.Writer, h hostSet) {
-	for _, s := range []string{h.web, h.api, h.files} {
+func warnHTTP(w io.Writer, h config.Hosts) {
+	for _, s := range []string{h.Web, h.API, h.Files} {
 		u, err := url.Parse(s)
 		if err != nil || u.Scheme != "http" {
 			continue
