@@ -57,4 +57,3 @@ func DeriveHosts(web, api, files string) (Hosts, error) {
 	}
 	return h, nil
 }
-
