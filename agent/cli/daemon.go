@@ -337,24 +337,26 @@ func (n *readyNotifier) Ready() error {
 	return n.Notifier.Ready()
 }
 
-// trimWhenIdle gives back the executable's start-up pages once the agent is
-// idle (5 s after start, then every minute while no task runs); see
-// internal/memtrim.
+// trimWhenIdle gives back the start-up (or last task's) file pages once the
+// agent is idle: 5 s after start and 5 s after each task, once per idle
+// period (trimming again while idle would only re-read the same pages from
+// disk); see internal/memtrim.
 func trimWhenIdle(ctx context.Context, notify *readyNotifier, d *worker.Daemon, log *slog.Logger) {
-	t := time.NewTimer(5 * time.Second)
+	t := time.NewTicker(5 * time.Second)
 	defer t.Stop()
+	trimmedAt := int64(-1) // Taken() when the last trim ran
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		if notify.ready.Load() && d.Running() == 0 {
+		if n := d.Taken(); n != trimmedAt && d.Running() == 0 && notify.ready.Load() {
 			if _, err := memtrim.Executable(); err != nil {
 				log.Debug("could not trim memory", "err", err)
 			}
+			trimmedAt = n
 		}
-		t.Reset(time.Minute)
 	}
 }
 

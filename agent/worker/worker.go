@@ -90,6 +90,7 @@ type Daemon struct {
 
 	beat    atomic.Int64 // unix nanos of the loop's last sign of life
 	running atomic.Int32 // tasks running now
+	taken   atomic.Int64 // tasks pulled since start
 
 	mu       sync.Mutex
 	queues   []Queue
@@ -151,6 +152,9 @@ func (d *Daemon) Healthy() bool {
 
 // Running returns how many tasks run now.
 func (d *Daemon) Running() int { return int(d.running.Load()) }
+
+// Taken returns how many tasks the daemon pulled since it started.
+func (d *Daemon) Taken() int64 { return d.taken.Load() }
 
 // Queues returns the resolved queues (after Run registered the worker).
 func (d *Daemon) Queues() []Queue {
@@ -433,6 +437,7 @@ func (d *Daemon) startService(ctx context.Context, wg *sync.WaitGroup, id string
 }
 
 func (d *Daemon) pulled(ctx context.Context, id string, q Queue) {
+	d.taken.Add(1)
 	if _, err := d.c.Started(ctx, api.StatusRequest{Task: id, StatusMessage: "pulled by agent", Force: true}); err != nil {
 		d.log.Warn("tasks.started failed", "task", id, "err", err)
 	}
