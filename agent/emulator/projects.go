@@ -1,7 +1,5 @@
 package emulator
 
-import "slices"
-
 func (s *Server) projectsCreate(c *call) (any, *apiError) {
 	name, err := c.str("name", true)
 	if err != nil {
@@ -25,29 +23,17 @@ func (s *Server) projectsCreate(c *call) (any, *apiError) {
 }
 
 func (s *Server) projectsGetAll(c *call) (any, *apiError) {
-	ids, err := c.strList("id")
-	if err != nil {
-		return nil, err
-	}
-	fields, err := c.strList("only_fields")
-	if err != nil {
-		return nil, err
-	}
-	name, err := c.str("name", false)
-	if err != nil {
-		return nil, err
-	}
-	re, err := nameFilter(name)
+	g, err := c.getAllArgs()
 	if err != nil {
 		return nil, err
 	}
 	out := []any{}
 	for _, id := range s.projOrder {
 		p := s.projects[id]
-		if len(ids) > 0 && !slices.Contains(ids, id) || re != nil && !re.MatchString(getStr(p, "name")) {
+		if g.skip(id, getStr(p, "name"), false) {
 			continue
 		}
-		out = append(out, project(p, fields))
+		out = append(out, project(p, g.fields))
 	}
 	return map[string]any{"projects": out}, nil
 }

@@ -117,23 +117,7 @@ func queueDoc(q *api.Queue) map[string]any {
 }
 
 func (s *Server) queuesGetAll(c *call) (any, *apiError) {
-	ids, err := c.strList("id")
-	if err != nil {
-		return nil, err
-	}
-	fields, err := c.strList("only_fields")
-	if err != nil {
-		return nil, err
-	}
-	hidden, err := c.boolean("search_hidden")
-	if err != nil {
-		return nil, err
-	}
-	name, err := c.str("name", false)
-	if err != nil {
-		return nil, err
-	}
-	re, err := nameFilter(name)
+	g, err := c.getAllArgs()
 	if err != nil {
 		return nil, err
 	}
@@ -145,13 +129,11 @@ func (s *Server) queuesGetAll(c *call) (any, *apiError) {
 	for _, id := range s.queueOrder {
 		q := s.queues[id]
 		switch {
-		case len(ids) > 0 && !slices.Contains(ids, id),
-			re != nil && !re.MatchString(q.Name),
-			len(tags) > 0 && !slices.ContainsFunc(tags, func(t string) bool { return slices.Contains(q.Tags, t) }),
-			!hidden && len(ids) == 0 && slices.Contains(q.SysTags, "hidden"):
+		case g.skip(id, q.Name, slices.Contains(q.SysTags, "hidden")),
+			len(tags) > 0 && !slices.ContainsFunc(tags, func(t string) bool { return slices.Contains(q.Tags, t) }):
 			continue
 		}
-		out = append(out, project(queueDoc(q), fields))
+		out = append(out, project(queueDoc(q), g.fields))
 	}
 	return map[string]any{"queues": out}, nil
 }

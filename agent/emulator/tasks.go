@@ -232,8 +232,43 @@ func nameFilter(pattern string) (*regexp.Regexp, *apiError) {
 	return re, nil
 }
 
+// getAll holds the arguments every *.get_all endpoint shares.
+type getAll struct {
+	ids    []string
+	fields []string // only_fields
+	hidden bool     // search_hidden
+	name   *regexp.Regexp
+}
+
+func (c *call) getAllArgs() (getAll, *apiError) {
+	var g getAll
+	var err *apiError
+	if g.ids, err = c.strList("id"); err != nil {
+		return g, err
+	}
+	if g.fields, err = c.strList("only_fields"); err != nil {
+		return g, err
+	}
+	if g.hidden, err = c.boolean("search_hidden"); err != nil {
+		return g, err
+	}
+	name, err := c.str("name", false)
+	if err != nil {
+		return g, err
+	}
+	g.name, err = nameFilter(name)
+	return g, err
+}
+
+// skip reports whether the document id/name fails the id and name filters,
+// or is hidden (by system tag) and hidden documents were not asked for.
+func (g getAll) skip(id, name string, hidden bool) bool {
+	return len(g.ids) > 0 && !slices.Contains(g.ids, id) || g.name != nil && !g.name.MatchString(name) ||
+		hidden && !g.hidden && len(g.ids) == 0
+}
+
 func (s *Server) tasksGetAll(c *call) (any, *apiError) {
-	ids, err := c.strList("id")
+	g, err := c.getAllArgs()
 	if err != nil {
 		return nil, err
 	}
@@ -249,22 +284,6 @@ func (s *Server) tasksGetAll(c *call) (any, *apiError) {
 	if err != nil {
 		return nil, err
 	}
-	fields, err := c.strList("only_fields")
-	if err != nil {
-		return nil, err
-	}
-	hidden, err := c.boolean("search_hidden")
-	if err != nil {
-		return nil, err
-	}
-	name, err := c.str("name", false)
-	if err != nil {
-		return nil, err
-	}
-	re, err := nameFilter(name)
-	if err != nil {
-		return nil, err
-	}
 	var page, pageSize int
 	if _, err := c.field("page", &page, false); err != nil {
 		return nil, err
@@ -276,15 +295,13 @@ func (s *Server) tasksGetAll(c *call) (any, *apiError) {
 	for _, id := range s.taskOrder {
 		doc := s.tasks[id]
 		switch {
-		case len(ids) > 0 && !slices.Contains(ids, id),
+		case g.skip(id, getStr(doc, "name"), isHidden(doc)),
 			len(statuses) > 0 && !slices.Contains(statuses, getStr(doc, "status")),
 			len(projects) > 0 && !slices.Contains(projects, getStr(doc, "project")),
-			len(types) > 0 && !slices.Contains(types, getStr(doc, "type")),
-			re != nil && !re.MatchString(getStr(doc, "name")),
-			!hidden && len(ids) == 0 && isHidden(doc):
+			len(types) > 0 && !slices.Contains(types, getStr(doc, "type")):
 			continue
 		}
-		out = append(out, project(doc, fields))
+		out = append(out, project(doc, g.fields))
 	}
 	if pageSize > 0 {
 		start := min(page*pageSize, len(out))
