@@ -415,16 +415,23 @@ func (d *Daemon) runTask(ctx context.Context, id string, q Queue) {
 func (d *Daemon) startService(ctx context.Context, wg *sync.WaitGroup, id string, q Queue) {
 	d.running.Add(1)
 	d.pulled(ctx, id, q)
+	child := d.cfg.WorkerID + ":service:" + id
 	r := d.cfg.Runner
 	if d.cfg.NewServiceRunner != nil {
-		r = d.cfg.NewServiceRunner(d.cfg.WorkerID + ":service:" + id)
+		r = d.cfg.NewServiceRunner(child)
 	}
 	started := make(chan struct{})
 	var once sync.Once
-	wg.Add(1)
+	wg.Add(2)
+	svcCtx, svcDone := context.WithCancel(ctx)
+	go func() {
+		defer wg.Done()
+		d.serviceWorker(svcCtx, child, id, q.ID)
+	}()
 	go func() {
 		defer wg.Done()
 		defer d.running.Add(-1)
+		defer svcDone()
 		out, err := r.Run(ctx, id, task.Options{FromQueue: true, Started: func(int) { once.Do(func() { close(started) }) }})
 		once.Do(func() { close(started) })
 		d.finished(id, out, err)
@@ -434,6 +441,36 @@ func (d *Daemon) startService(ctx context.Context, wg *sync.WaitGroup, id string
 	d.mu.Lock()
 	d.curTask, d.curQueue = "", ""
 	d.mu.Unlock()
+}
+
+// serviceWorker makes a services-mode child visible on the server as its own
+// worker ("<wid>:service:<task>", as the Python agent's child agent does):
+// registered, reporting the task it runs, and unregistered when it ends.
+func (d *Daemon) serviceWorker(ctx context.Context, child, taskID, queueID string) {
+	if err := d.c.RegisterWorker(ctx, child, []string{queueID}, 0); err != nil && ctx.Err() == nil {
+		d.log.Debug("workers.register failed", "worker", child, "err", err)
+	}
+	defer func() {
+		c, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if err := d.c.UnregisterWorker(c, child); err != nil {
+			d.log.Debug("workers.unregister failed", "worker", child, "err", err)
+		}
+	}()
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		r := api.StatusReport{Worker: child, Timestamp: time.Now().UnixMilli(), Task: taskID, Queue: queueID, Tags: d.cfg.Tags}
+		if err := d.c.ReportStatus(ctx, r); err != nil && ctx.Err() == nil {
+			d.log.Debug("workers.status_report failed", "worker", child, "err", err)
+		}
+		t.Reset(d.cfg.ReportInterval)
+	}
 }
 
 func (d *Daemon) pulled(ctx context.Context, id string, q Queue) {

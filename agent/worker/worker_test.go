@@ -375,6 +375,22 @@ func TestServicesMode(t *testing.T) {
 	eventually(t, "two services up", func() bool { return f.logHas(ids[0], "up") && f.logHas(ids[1], "up") })
 	// the third waits for a free slot while the daemon keeps going
 	eventually(t, "the cap STATUS", func() bool { return f.notify.has("STATUS=services mode: 2 of 2 services running") })
+	// each running service shows on the server as its own worker
+	serviceWorkers := func() []string {
+		var out []string
+		for _, w := range f.emu.Workers() {
+			if strings.Contains(w.ID, ":service:") {
+				out = append(out, w.ID)
+			}
+		}
+		return out
+	}
+	eventually(t, "two service workers", func() bool { return len(serviceWorkers()) == 2 })
+	for _, id := range ids[:2] {
+		if !slices.Contains(serviceWorkers(), f.cfg.WorkerID+":service:"+id) {
+			t.Errorf("service workers %v lack %s", serviceWorkers(), f.cfg.WorkerID+":service:"+id)
+		}
+	}
 	before := f.emu.Requests()["queues.get_next_task"]
 	time.Sleep(300 * time.Millisecond)
 	if got := f.emu.Task(ids[2]); got.Status != api.StatusQueued {
@@ -392,6 +408,9 @@ func TestServicesMode(t *testing.T) {
 	d.Drain()
 	if err := wait(); err != nil {
 		t.Fatal(err)
+	}
+	if left := serviceWorkers(); len(left) != 0 {
+		t.Errorf("service workers left registered: %v", left)
 	}
 }
 
