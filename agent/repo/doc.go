@@ -9,6 +9,12 @@
 // diff applied with the real `git apply`, or a literal script handed back to
 // the caller).
 //
+// SSH URLs authenticate with the ssh-agent at SSH_AUTH_SOCK, else the first
+// unencrypted ~/.ssh/id_ed25519, id_ecdsa or id_rsa (HOME and SSH_AUTH_SOCK
+// are read at call time). Host keys are always checked against known_hosts
+// ($SSH_KNOWN_HOSTS, else ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts);
+// an unknown or changed key is an error that says how to fix known_hosts.
+//
 // It must not: talk to the ClearML server, create the virtual environment,
 // write the entry script of a literal-script task (the caller does, from
 // Result.Script), or ever print a password (URLs in logs and errors have it

@@ -18,6 +18,7 @@ import (
 	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
 	gitssh "github.com/go-git/go-git/v5/plumbing/transport/ssh"
 	"github.com/gofrs/flock"
+	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/gpufleet/clearml-agent-go/internal/fscopy"
 )
@@ -91,7 +92,16 @@ func Prepare(ctx context.Context, spec Spec, dest string, log func(string)) (Res
 	if shown != StripPassword(spec.URL) {
 		log(fmt.Sprintf("repository URL %s rewritten to %s", StripPassword(spec.URL), shown))
 	}
-	auth := authFor(ep, creds)
+	var auth transport.AuthMethod
+	authDesc := ""
+	if ep.isSSH() {
+		if auth, authDesc = sshAuth(ep); auth == nil {
+			return Result{}, fmt.Errorf("repository %s: no SSH credentials: %s; add a key without passphrase there, start ssh-agent and ssh-add the key, or use an https URL with agent.git_user/git_pass", shown, authDesc)
+		}
+	} else {
+		auth = authFor(ep, creds)
+	}
+	failed := func(err error) error { return cloneError(err, ep, shown, authDesc) }
 	redact := func(err error) error { return redactErr(err, creds.Pass, spec.Creds.Pass) }
 
 	if err := os.MkdirAll(filepath.Dir(dest), 0o755); err != nil {
@@ -105,12 +115,12 @@ func Prepare(ctx context.Context, spec Spec, dest string, log func(string)) (Res
 
 	var r *git.Repository
 	if spec.CacheDir != "" {
-		r, err = fromCache(ctx, spec.CacheDir, ep, cloneURL, shown, auth, work, log)
+		r, err = fromCache(ctx, spec.CacheDir, ep, cloneURL, shown, auth, work, log, failed)
 	} else {
 		log(fmt.Sprintf("cloning %s", shown))
 		r, err = clone(ctx, cloneURL, auth, work)
 		if err != nil {
-			err = cloneError(err, shown)
+			err = failed(err)
 		}
 	}
 	if err != nil {
@@ -159,22 +169,77 @@ func authFor(ep endpoint, creds Creds) transport.AuthMethod {
 	case ep.isHTTP() && (creds.User != "" || creds.Pass != ""):
 		return &githttp.BasicAuth{Username: creds.User, Password: creds.Pass}
 	case ep.isSSH():
-		user := ep.user
-		if user == "" {
-			user = "git"
+		a, _ := sshAuth(ep)
+		if a != nil {
+			return a
 		}
-		if os.Getenv("SSH_AUTH_SOCK") != "" {
-			if a, err := gitssh.NewSSHAgentAuth(user); err == nil {
-				return a
+	}
+	return nil
+}
+
+// sshKeyNames are the key files tried in ~/.ssh, in order.
+var sshKeyNames = []string{"id_ed25519", "id_ecdsa", "id_rsa"}
+
+// sshAuth picks the ssh-agent at SSH_AUTH_SOCK, else the first readable
+// unencrypted key in ~/.ssh. It reads HOME and SSH_AUTH_SOCK at call time.
+// The string describes the choice for error messages, or, when no method was
+// found, what was tried.
+func sshAuth(ep endpoint) (transport.AuthMethod, string) {
+	user := sshUser(ep)
+	sock := os.Getenv("SSH_AUTH_SOCK")
+	if sock != "" {
+		if a, err := gitssh.NewSSHAgentAuth(user); err == nil {
+			return a, "the keys of the ssh-agent at SSH_AUTH_SOCK=" + sock
+		}
+	}
+	dir := "~/.ssh"
+	if home, err := os.UserHomeDir(); err == nil {
+		dir = filepath.Join(home, ".ssh")
+		for _, n := range sshKeyNames {
+			f := filepath.Join(dir, n)
+			if a, err := gitssh.NewPublicKeysFromFile(user, f, ""); err == nil {
+				return a, "key " + f
 			}
 		}
-		if home, err := os.UserHomeDir(); err == nil {
-			for _, n := range []string{"id_ed25519", "id_ecdsa", "id_rsa"} {
-				if a, err := gitssh.NewPublicKeysFromFile(user, filepath.Join(home, ".ssh", n), ""); err == nil {
-					return a
-				}
-			}
-		}
+	}
+	tried := fmt.Sprintf("no unencrypted key %s/{%s}", dir, strings.Join(sshKeyNames, ","))
+	if sock == "" {
+		return nil, tried + " and SSH_AUTH_SOCK is not set"
+	}
+	return nil, tried + " and no ssh-agent answers at SSH_AUTH_SOCK=" + sock
+}
+
+// sshUser is the login name for an ssh endpoint; "git" when the URL has none.
+func sshUser(ep endpoint) string {
+	if ep.user == "" {
+		return "git"
+	}
+	return ep.user
+}
+
+// sshCloneError turns the ssh failures a user can fix into one-line errors
+// that name the fix. It returns nil for other errors.
+func sshCloneError(err error, ep endpoint, shown, authDesc string) error {
+	if !ep.isSSH() {
+		return nil
+	}
+	hostPort, keyscan, known := ep.host, "ssh-keyscan "+ep.host, ep.host
+	if ep.port != "" && ep.port != "22" {
+		hostPort = ep.host + ":" + ep.port
+		keyscan = "ssh-keyscan -p " + ep.port + " " + ep.host
+		known = "[" + ep.host + "]:" + ep.port
+	}
+	var keyErr *knownhosts.KeyError
+	switch {
+	case errors.As(err, &keyErr) && len(keyErr.Want) == 0:
+		return fmt.Errorf("repository %s: the host key of %s is not in known_hosts (~/.ssh/known_hosts, /etc/ssh/ssh_known_hosts or $SSH_KNOWN_HOSTS); check its fingerprint and add it, e.g. %s >> ~/.ssh/known_hosts", shown, hostPort, keyscan)
+	case errors.As(err, &keyErr):
+		w := keyErr.Want[0]
+		return fmt.Errorf("repository %s: the host key of %s changed: it does not match %s:%d (a re-installed server, or someone intercepting the connection); if the change is expected run: ssh-keygen -R %q -f %s, then add the new key with %s", shown, hostPort, w.Filename, w.Line, known, w.Filename, keyscan)
+	case strings.Contains(err.Error(), "unable to find any valid known_hosts file"):
+		return fmt.Errorf("repository %s: no known_hosts file (~/.ssh/known_hosts, /etc/ssh/ssh_known_hosts or $SSH_KNOWN_HOSTS) to check the host key of %s; check its fingerprint and add it, e.g. %s >> ~/.ssh/known_hosts", shown, hostPort, keyscan)
+	case strings.Contains(err.Error(), "unable to authenticate"):
+		return fmt.Errorf("repository %s: the SSH server %s refused %s for user %q (%v); add the matching public key to the git account (or as a deploy key), or use an https URL with agent.git_user/git_pass", shown, hostPort, authDesc, sshUser(ep), err)
 	}
 	return nil
 }
@@ -210,7 +275,10 @@ func clone(ctx context.Context, url string, auth transport.AuthMethod, dir strin
 	})
 }
 
-func cloneError(err error, shown string) error {
+func cloneError(err error, ep endpoint, shown, authDesc string) error {
+	if e := sshCloneError(err, ep, shown, authDesc); e != nil {
+		return e
+	}
 	switch {
 	case errors.Is(err, transport.ErrRepositoryNotFound),
 		errors.Is(err, transport.ErrAuthenticationRequired),
@@ -225,7 +293,7 @@ func cloneError(err error, shown string) error {
 }
 
 // fromCache refreshes the vcs cache entry for the URL and copies it into work.
-func fromCache(ctx context.Context, cacheDir string, ep endpoint, cloneURL, shown string, auth transport.AuthMethod, work string, log func(string)) (*git.Repository, error) {
+func fromCache(ctx context.Context, cacheDir string, ep endpoint, cloneURL, shown string, auth transport.AuthMethod, work string, log func(string), failed func(error) error) (*git.Repository, error) {
 	sum := md5.Sum([]byte(StripPassword(cloneURL)))
 	entry := filepath.Join(cacheDir, repoName(ep)+"."+hex.EncodeToString(sum[:]))
 	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
@@ -242,7 +310,7 @@ func fromCache(ctx context.Context, cacheDir string, ep endpoint, cloneURL, show
 		log(fmt.Sprintf("vcs cache %s is busy after %s; cloning %s without the cache", entry, lockWait, shown))
 		r, err := clone(ctx, cloneURL, auth, work)
 		if err != nil {
-			return nil, cloneError(err, shown)
+			return nil, failed(err)
 		}
 		return r, nil
 	}
@@ -262,7 +330,7 @@ func fromCache(ctx context.Context, cacheDir string, ep endpoint, cloneURL, show
 				return nil, ctx.Err()
 			}
 			if errors.Is(err, transport.ErrRepositoryNotFound) || errors.Is(err, transport.ErrAuthenticationRequired) || errors.Is(err, transport.ErrAuthorizationFailed) {
-				return nil, cloneError(err, shown)
+				return nil, failed(err)
 			}
 			log(fmt.Sprintf("fetching into vcs cache failed (%v); cloning again", err))
 		}
@@ -275,7 +343,7 @@ func fromCache(ctx context.Context, cacheDir string, ep endpoint, cloneURL, show
 		}
 		if _, cerr := clone(ctx, cloneURL, auth, tmp); cerr != nil {
 			os.RemoveAll(tmp)
-			return nil, cloneError(cerr, shown)
+			return nil, failed(cerr)
 		}
 		if err := os.RemoveAll(entry); err != nil {
 			os.RemoveAll(tmp)
