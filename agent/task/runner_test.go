@@ -20,6 +20,7 @@ import (
 	"github.com/gpufleet/clearml-agent-go/agent/api"
 	"github.com/gpufleet/clearml-agent-go/agent/emulator"
 	"github.com/gpufleet/clearml-agent-go/agent/task"
+	"github.com/gpufleet/clearml-agent-go/internal/gittest"
 	"github.com/gpufleet/clearml-agent-go/internal/wheeltest"
 )
 
@@ -147,19 +148,6 @@ func needTools(t *testing.T) {
 	}
 }
 
-func git(t *testing.T, dir string, args ...string) string {
-	t.Helper()
-	cmd := exec.Command("git", args...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@example.com",
-		"GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@example.com", "GIT_CONFIG_GLOBAL=/dev/null")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("git %v: %v\n%s", args, err, out)
-	}
-	return strings.TrimSpace(string(out))
-}
-
 func writeFiles(t *testing.T, dir string, files map[string]string) {
 	t.Helper()
 	for name, body := range files {
@@ -177,15 +165,8 @@ func writeFiles(t *testing.T, dir string, files map[string]string) {
 // file:// URL, its directory and the commit.
 func gitRepo(t *testing.T, files map[string]string) (url, dir, commit string) {
 	t.Helper()
-	dir = filepath.Join(t.TempDir(), "code")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	git(t, dir, "init", "-q", "-b", "master")
-	writeFiles(t, dir, files)
-	git(t, dir, "add", "-A")
-	git(t, dir, "commit", "-q", "-m", "initial")
-	return "file://" + dir, dir, git(t, dir, "rev-parse", "HEAD")
+	dir = gittest.Repo(t, "master", files)
+	return "file://" + dir, dir, gittest.Git(t, dir, "rev-parse", "HEAD")
 }
 
 func (f *fixture) newTask(sc api.Script) string {
@@ -288,7 +269,7 @@ func TestGitDiffApplied(t *testing.T) {
 	f := newFixture(t)
 	url, dir, _ := gitRepo(t, map[string]string{"train.py": "print('committed')\n"})
 	writeFiles(t, dir, map[string]string{"train.py": "print('uncommitted change')\n"})
-	diff := git(t, dir, "diff") + "\n"
+	diff := gittest.Git(t, dir, "diff") + "\n"
 	writeFiles(t, dir, map[string]string{"train.py": "print('committed')\n"})
 
 	id := f.newTask(api.Script{Repository: url, EntryPoint: "train.py", Binary: "python3", Diff: diff})

@@ -18,6 +18,7 @@ import (
 
 	"github.com/gpufleet/clearml-agent-go/agent/api"
 	"github.com/gpufleet/clearml-agent-go/agent/emulator"
+	"github.com/gpufleet/clearml-agent-go/internal/gittest"
 )
 
 // The test binary doubles as agent-provision when AGENT_PROVISION_TEST_MAIN
@@ -61,31 +62,11 @@ func waitUntil(t *testing.T, what string, cond func() bool, dump func() string) 
 // gated.sh (runs until $GATE/<task id> exists).
 func taskRepo(t *testing.T) string {
 	t.Helper()
-	dir := filepath.Join(t.TempDir(), "tasks")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
 	files := map[string]string{
 		"quick.sh": "echo \"quick on [$CLEARML_WORKER_ID] gpus [$CUDA_VISIBLE_DEVICES]\"\n",
 		"gated.sh": "echo $$ > \"$GATE/$CLEARML_TASK_ID.pid\"\necho \"started $CLEARML_TASK_ID\"\nwhile [ ! -e \"$GATE/$CLEARML_TASK_ID\" ]; do sleep 0.05; done\necho \"released $CLEARML_TASK_ID\"\n",
 	}
-	for name, text := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, args := range [][]string{
-		{"init", "-q", "-b", "main"},
-		{"add", "."},
-		{"-c", "user.name=e2e", "-c", "user.email=e2e@example.com", "commit", "-q", "-m", "tasks"},
-	} {
-		cmd := exec.Command("git", args...)
-		cmd.Dir = dir
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("git %v: %v\n%s", args, err, out)
-		}
-	}
-	return "file://" + dir
+	return "file://" + gittest.Repo(t, "main", files)
 }
 
 // TestRunSupervisesRealAgents runs `agent-provision run --gpus 0,1` (no

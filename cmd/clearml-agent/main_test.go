@@ -21,6 +21,7 @@ import (
 
 	"github.com/gpufleet/clearml-agent-go/agent/api"
 	"github.com/gpufleet/clearml-agent-go/agent/emulator"
+	"github.com/gpufleet/clearml-agent-go/internal/gittest"
 )
 
 var agentBin string
@@ -97,7 +98,6 @@ func freePort(t *testing.T) string {
 // gitRepo makes a git repository with the test scripts and returns its file:// URL.
 func gitRepo(t *testing.T) string {
 	t.Helper()
-	dir := filepath.Join(t.TempDir(), "tasks")
 	files := map[string]string{
 		// env.sh prints what the agent gave the task.
 		"env.sh": `echo "CUDA=[${CUDA_VISIBLE_DEVICES-unset}] NVIDIA=[${NVIDIA_VISIBLE_DEVICES-unset}] WORKER=[$CLEARML_WORKER_ID] FOO=[$FOO]"` + "\n",
@@ -120,26 +120,7 @@ for i in range(3):
 sys.exit(int(os.environ.get("E2E_EXIT", "0")))
 `,
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for name, text := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, args := range [][]string{
-		{"init", "-q", "-b", "main"},
-		{"add", "."},
-		{"-c", "user.name=e2e", "-c", "user.email=e2e@example.com", "commit", "-q", "-m", "tasks"},
-	} {
-		cmd := exec.Command("git", args...)
-		cmd.Dir = dir
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("git %v: %v\n%s", args, err, out)
-		}
-	}
-	return "file://" + dir
+	return "file://" + gittest.Repo(t, "main", files)
 }
 
 // newTask creates a task running entry (a script of gitRepo) with binary
