@@ -81,6 +81,8 @@ type Options struct {
 	// FromQueue is set when the daemon popped the task; otherwise (execute)
 	// a queued task is dequeued first, as the Python agent does.
 	FromQueue bool
+	// Loaded is called with the task document once it was read.
+	Loaded func(t *api.Task)
 	// Started is called once the task's process runs (services mode returns
 	// to polling then).
 	Started func(pid int)
@@ -179,6 +181,9 @@ func (r *Runner) Run(ctx context.Context, id string, o Options) (Outcome, error)
 	t, err := r.api.GetTask(ctx, id)
 	if err != nil {
 		return Outcome{TaskID: id}, fmt.Errorf("task %s: %w", id, err)
+	}
+	if o.Loaded != nil {
+		o.Loaded(t)
 	}
 	if !o.FromQueue && !o.Clone && t.Status == api.StatusQueued {
 		if _, err := r.api.Dequeue(ctx, api.DequeueRequest{Task: id, NewStatus: api.StatusInProgress}); err != nil {

@@ -27,7 +27,6 @@ type API interface {
 	CreateQueue(ctx context.Context, req api.CreateQueueRequest) (string, error)
 	GetDefaultQueue(ctx context.Context) (id, name string, err error)
 	GetNextTask(ctx context.Context, queueID string) (string, error)
-	GetTask(ctx context.Context, id string) (*api.Task, error)
 	Started(ctx context.Context, req api.StatusRequest) (api.Updated, error)
 	RegisterWorker(ctx context.Context, worker string, queueIDs []string, timeoutSec int) error
 	UnregisterWorker(ctx context.Context, worker string) error
@@ -408,7 +407,7 @@ func (d *Daemon) runTask(ctx context.Context, id string, q Queue) {
 	d.running.Add(1)
 	defer d.running.Add(-1)
 	d.pulled(ctx, id, q)
-	out, err := d.cfg.Runner.Run(ctx, id, task.Options{FromQueue: true})
+	out, err := d.cfg.Runner.Run(ctx, id, task.Options{FromQueue: true, Loaded: d.loaded(q)})
 	d.finished(id, out, err)
 }
 
@@ -432,7 +431,7 @@ func (d *Daemon) startService(ctx context.Context, wg *sync.WaitGroup, id string
 		defer wg.Done()
 		defer d.running.Add(-1)
 		defer svcDone()
-		out, err := r.Run(ctx, id, task.Options{FromQueue: true, Started: func(int) { once.Do(func() { close(started) }) }})
+		out, err := r.Run(ctx, id, task.Options{FromQueue: true, Loaded: d.loaded(q), Started: func(int) { once.Do(func() { close(started) }) }})
 		once.Do(func() { close(started) })
 		d.finished(id, out, err)
 	}()
@@ -483,11 +482,17 @@ func (d *Daemon) pulled(ctx context.Context, id string, q Queue) {
 	d.mu.Unlock()
 	d.report(ctx)
 	fmt.Fprintf(d.cfg.Out, "task %s pulled from %s by worker %s\n", id, q.Name, d.cfg.WorkerID)
-	name := "?"
-	if t, err := d.c.GetTask(ctx, id); err == nil && t.Name != "" {
-		name = t.Name
+	d.setStatus(fmt.Sprintf("running task %s from queue %s", id, q.Name))
+}
+
+// loaded names the task in STATUS once the runner has read it (no second
+// tasks.get_by_id just for the name).
+func (d *Daemon) loaded(q Queue) func(*api.Task) {
+	return func(t *api.Task) {
+		if t.Name != "" && !d.draining() {
+			d.setStatus(fmt.Sprintf("running task %s (%s) from queue %s", t.ID, t.Name, q.Name))
+		}
 	}
-	d.setStatus(fmt.Sprintf("running task %s (%s) from queue %s", id, name, q.Name))
 }
 
 func (d *Daemon) finished(id string, out task.Outcome, err error) {
