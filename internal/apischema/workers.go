@@ -29,6 +29,9 @@ func worker() *Type {
 }
 
 func init() {
+	// The schema leaves the answers of register, unregister and
+	// status_report free (an object with no properties); the real server
+	// sends {} and the table holds the emulator to that.
 	add(
 		&Endpoint{Name: "workers.register", Revisions: []Revision{
 			{Since: "2.4", Request: obj(props{"worker": str(), "timeout": integer(), "queues": strs(), "tags": strs()}, "worker")},
