@@ -124,7 +124,9 @@ type MachineStats struct {
 	GPUMemoryFree  []float64 `json:"gpu_memory_free,omitempty"`
 }
 
-// Worker is one element of workers.get_all.
+// Worker is one element of workers.get_all. User, Company and Task are
+// {id, name} objects; Queue (the queue of the running task) and each of
+// Queues are {id, name, num_tasks, next_task} objects.
 type Worker struct {
 	ID               string          `json:"id"`
 	User             json.RawMessage `json:"user,omitempty"`
@@ -134,7 +136,7 @@ type Worker struct {
 	LastActivityTime string          `json:"last_activity_time,omitempty"`
 	LastReportTime   string          `json:"last_report_time,omitempty"`
 	Task             json.RawMessage `json:"task,omitempty"`
-	Queue            string          `json:"queue,omitempty"`
+	Queue            json.RawMessage `json:"queue,omitempty"`
 	Queues           json.RawMessage `json:"queues,omitempty"`
 	Tags             []string        `json:"tags,omitempty"`
 }

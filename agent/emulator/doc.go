@@ -8,6 +8,11 @@
 // minimal projects service, request counters, outage simulation and an
 // optional JSON snapshot on disk.
 //
+// Its answers follow clearml-server's API schema as written down in
+// internal/apischema: the emulator reports the schema revision that served a
+// call as actual_version, answers 404 below an endpoint's first revision,
+// and takes the task fields tasks.create and tasks.edit define there.
+//
 // It must not: import other agent/* packages except agent/api's wire types,
 // talk to the network beyond serving its own handler, or grow features the
 // real open-source clearml-server does not have (runtime properties, cluster

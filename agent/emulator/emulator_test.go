@@ -231,7 +231,8 @@ func TestEnvelopeAndRouting(t *testing.T) {
 	if r.HTTP != 200 || r.Meta.ResultMsg != "OK" || r.Meta.ResultSubcode != 0 || r.Meta.ID == "" || r.Meta.ErrorStack != nil {
 		t.Fatalf("versioned POST: %+v", r.Meta)
 	}
-	if got, want := r.Meta.Endpoint.Name+" "+r.Meta.Endpoint.RequestedVersion+" "+r.Meta.Endpoint.ActualVersion, "queues.create 2.5 2.5"; got != want {
+	// actual_version is the schema revision that served the call (queues.create: 2.4).
+	if got, want := r.Meta.Endpoint.Name+" "+r.Meta.Endpoint.RequestedVersion+" "+r.Meta.Endpoint.ActualVersion, "queues.create 2.5 2.4"; got != want {
 		t.Errorf("endpoint meta = %q, want %q", got, want)
 	}
 	r = f.do("GET", "/queues.get_all", auth, "application/json", []byte(`{"name":"^q1$"}`))
@@ -611,7 +612,7 @@ func TestWorkers(t *testing.T) {
 	if len(ws) != 2 || ws[0].ID != "a:gpu0" || ws[1].ID != "b:gpu1" {
 		t.Fatalf("Workers() = %+v", ws)
 	}
-	var queues []map[string]string
+	var queues []map[string]any
 	if err := json.Unmarshal(ws[0].Queues, &queues); err != nil || len(queues) != 1 || queues[0]["name"] != "q" {
 		t.Errorf("queues of a:gpu0 = %s (%v)", ws[0].Queues, err)
 	}

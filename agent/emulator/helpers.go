@@ -66,7 +66,7 @@ func (s *Server) CreateTask(t api.Task) string {
 			doc[k] = v
 		}
 	}
-	doc["company"] = map[string]any{"id": CompanyID}
+	doc["company"] = CompanyID
 	s.insertTask(doc)
 	return getStr(doc, "id")
 }

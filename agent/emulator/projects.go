@@ -16,7 +16,7 @@ func (s *Server) projectsCreate(c *call) (any, *apiError) {
 	}
 	id := newID()
 	s.projects[id] = map[string]any{"id": id, "name": name, "description": desc, "created": fmtTime(c.now),
-		"user": c.identity.User, "company": map[string]any{"id": c.identity.Company}, "basename": name}
+		"user": c.identity.User, "company": c.identity.Company, "basename": name}
 	s.projOrder = append(s.projOrder, id)
 	s.changed()
 	return map[string]any{"id": id}, nil

@@ -181,8 +181,7 @@ func (s *Server) queuesGetNextTask(c *call) (any, *apiError) {
 		}
 		out := map[string]any{"entry": map[string]any{"task": e.Task, "added": e.Added}}
 		if withInfo {
-			company, _ := getMap(doc, "company")["id"].(string)
-			out["task_info"] = map[string]any{"company": company, "user": getStr(doc, "user")}
+			out["task_info"] = map[string]any{"company": getStr(doc, "company"), "user": getStr(doc, "user")}
 		}
 		return out, nil
 	}
@@ -218,11 +217,10 @@ func (s *Server) queuesRemoveTask(c *call) (any, *apiError) {
 	if err != nil {
 		return nil, err
 	}
-	n := s.removeFromQueues(id, q.ID)
-	if n == 0 {
+	if s.removeFromQueues(id, q.ID) == 0 {
 		return nil, errTaskNotQueued(q.ID, id)
 	}
-	return map[string]any{"removed": n}, nil
+	return map[string]any{"removed": 1}, nil // the number of queues changed
 }
 
 // queueNames maps ids to names for worker listings.

@@ -9,17 +9,20 @@ import (
 	"log/slog"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/gpufleet/clearml-agent-go/agent/api"
+	"github.com/gpufleet/clearml-agent-go/internal/apischema"
 )
 
 // Options configures a Server. The zero value is usable: no credentials
 // (add some with AddCredentials), 24h tokens, no snapshot, 600 s worker
-// timeout, API version 2.31, the wall clock and a discarding logger.
+// timeout, API version apischema.MaxVersion (2.31), the wall clock and a
+// discarding logger.
 type Options struct {
 	// Credentials maps access key -> secret key.
 	Credentials map[string]string
@@ -33,7 +36,8 @@ type Options struct {
 	// workers.register did not send a timeout. Default 600 s.
 	WorkerTimeout time.Duration
 	// APIVersion is the server's max API version, reported in tokens and
-	// envelopes. Default "2.31".
+	// envelopes. Default apischema.MaxVersion ("2.31"): the newest version
+	// whose responses internal/apischema writes down.
 	APIVersion string
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
@@ -98,7 +102,7 @@ func New(opts Options) *Server {
 		opts.WorkerTimeout = 600 * time.Second
 	}
 	if opts.APIVersion == "" {
-		opts.APIVersion = "2.31"
+		opts.APIVersion = apischema.MaxVersion
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -272,42 +276,46 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	s.requests[key]++
 	s.mu.Unlock()
 
+	// Until the endpoint is resolved, actual_version is null (as on the
+	// real server).
+	rep := replier{s: s, w: w, name: name, requested: reqVersion}
 	if outage == Outage503 {
-		s.reply(w, name, reqVersion, nil, errOutage())
+		rep.send(nil, errOutage())
 		return
 	}
 	if m == nil {
-		s.reply(w, name, reqVersion, nil, errMalformedPath(r.URL.Path))
+		rep.send(nil, errMalformedPath(r.URL.Path))
 		return
 	}
 	if _, ok := parseVersion(reqVersion); !ok {
-		s.reply(w, name, reqVersion, nil, errInvalidVersion(reqVersion))
+		rep.send(nil, errInvalidVersion(reqVersion))
 		return
 	}
-	if name == "auth.login" {
-		data, aerr := s.authLogin(r)
-		s.reply(w, name, reqVersion, data, aerr)
-		return
-	}
-	h, ok := endpoints[name]
+	actual, ok := s.resolve(name, reqVersion)
 	if !ok {
-		s.reply(w, name, reqVersion, nil, errEndpointNotFound(name, reqVersion))
+		rep.send(nil, errEndpointNotFound(name, reqVersion))
 		return
 	}
+	rep.actual = actual
+	if name == "auth.login" {
+		rep.send(s.authLogin(r))
+		return
+	}
+	h := endpoints[name]
 	id, aerr := s.authenticate(r)
 	if aerr != nil {
-		s.reply(w, name, reqVersion, nil, aerr)
+		rep.send(nil, aerr)
 		return
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, 64<<20))
 	if err != nil {
-		s.reply(w, name, reqVersion, nil, errBadBody(err.Error()))
+		rep.send(nil, errBadBody(err.Error()))
 		return
 	}
 	c := &call{endpoint: name, version: reqVersion, body: body, header: r.Header, remote: r.RemoteAddr, query: r.URL.Query(), identity: id}
 	if name != "events.add_batch" {
 		if c.data, aerr = decodeObject(body, c.query); aerr != nil {
-			s.reply(w, name, reqVersion, nil, aerr)
+			rep.send(nil, aerr)
 			return
 		}
 	}
@@ -316,7 +324,33 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	s.expireWorkers(c.now)
 	data, aerr := h(s, c)
 	s.mu.Unlock()
-	s.reply(w, name, reqVersion, data, aerr)
+	rep.send(data, aerr)
+}
+
+// Endpoints returns the emulator's routing table: every endpoint it serves,
+// auth.login included, sorted. Tests use it to cover them all.
+func Endpoints() []string {
+	out := append(sortedKeys(endpoints), "auth.login")
+	slices.Sort(out)
+	return out
+}
+
+// resolve finds the endpoint revision that serves a call, as the real server
+// does: the newest revision not above the requested version (capped at the
+// server's). ok is false for an endpoint the emulator does not serve, or a
+// version below the endpoint's first revision (both are 404 on the real
+// server). actual is that revision's version, the envelope's actual_version.
+func (s *Server) resolve(name, requested string) (actual string, ok bool) {
+	if _, served := endpoints[name]; !served && name != "auth.login" {
+		return "", false
+	}
+	v := s.capVersion(requested)
+	e, known := apischema.Lookup(name)
+	if !known {
+		return v, true // not in the schema tables; the schema test reports it
+	}
+	rev, ok := e.At(v)
+	return rev.Since, ok
 }
 
 // decodeObject parses a JSON object body; an empty body is {}. Query
@@ -365,22 +399,34 @@ type meta struct {
 }
 
 type endpointMeta struct {
-	Name             string `json:"name"`
-	RequestedVersion string `json:"requested_version"`
-	ActualVersion    string `json:"actual_version"`
+	Name             string  `json:"name"`
+	RequestedVersion string  `json:"requested_version"`
+	ActualVersion    *string `json:"actual_version"` // null until resolved
 }
 
-func (s *Server) reply(w http.ResponseWriter, name, version string, data any, aerr *apiError) {
+// replier writes one call's envelope.
+type replier struct {
+	s         *Server
+	w         http.ResponseWriter
+	name      string
+	requested string
+	actual    string // "" until the endpoint is resolved: null in the envelope
+}
+
+func (r replier) send(data any, aerr *apiError) {
 	id := newID()
 	env := envelope{Meta: meta{
 		ID: id, Trx: id,
-		Endpoint:   endpointMeta{Name: name, RequestedVersion: version, ActualVersion: s.actualVersion(version)},
+		Endpoint:   endpointMeta{Name: r.name, RequestedVersion: r.requested},
 		ResultCode: http.StatusOK, ResultMsg: "OK", ErrorData: map[string]any{},
 	}}
+	if r.actual != "" {
+		env.Meta.Endpoint.ActualVersion = &r.actual
+	}
 	if aerr != nil {
 		env.Meta.ResultCode, env.Meta.ResultSubcode, env.Meta.ResultMsg = aerr.code, aerr.subcode, aerr.msg
 		env.Data = map[string]any{}
-		s.log.Info("call failed", "endpoint", name, "code", aerr.code, "subcode", aerr.subcode, "msg", aerr.msg)
+		r.s.log.Info("call failed", "endpoint", r.name, "code", aerr.code, "subcode", aerr.subcode, "msg", aerr.msg)
 	} else if data == nil {
 		env.Data = map[string]any{}
 	} else {
@@ -388,17 +434,16 @@ func (s *Server) reply(w http.ResponseWriter, name, version string, data any, ae
 	}
 	b, err := json.Marshal(env)
 	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
+		http.Error(r.w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(env.Meta.ResultCode)
-	_, _ = w.Write(b)
+	r.w.Header().Set("Content-Type", "application/json")
+	r.w.WriteHeader(env.Meta.ResultCode)
+	_, _ = r.w.Write(b)
 }
 
-// actualVersion is the endpoint version that served the call: the requested
-// one, capped at the server's max.
-func (s *Server) actualVersion(requested string) string {
+// capVersion is the requested version, capped at the server's max.
+func (s *Server) capVersion(requested string) string {
 	r, ok1 := parseVersion(requested)
 	m, ok2 := parseVersion(s.opts.APIVersion)
 	if !ok1 || !ok2 || r[0] > m[0] || r[0] == m[0] && r[1] > m[1] {

@@ -53,6 +53,7 @@ func (s *Server) loadSnapshot(path string) error {
 		}
 	}
 	for _, t := range snap.Tasks {
+		fixCompany(t)
 		id := getStr(t, "id")
 		s.tasks[id] = t
 		s.taskOrder = append(s.taskOrder, id)
@@ -63,6 +64,7 @@ func (s *Server) loadSnapshot(path string) error {
 		s.queueOrder = append(s.queueOrder, q.ID)
 	}
 	for _, p := range snap.Projects {
+		fixCompany(p)
 		id := getStr(p, "id")
 		s.projects[id] = p
 		s.projOrder = append(s.projOrder, id)
@@ -75,6 +77,14 @@ func (s *Server) loadSnapshot(path string) error {
 	}
 	s.eventSeq = snap.EventSeq
 	return nil
+}
+
+// fixCompany turns the {"id": ...} company that older emulators stored in
+// tasks and projects into the plain id string the schema asks for.
+func fixCompany(doc map[string]any) {
+	if m, ok := doc["company"].(map[string]any); ok {
+		doc["company"], _ = m["id"].(string)
+	}
 }
 
 func (s *Server) buildSnapshot() ([]byte, error) {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/gpufleet/clearml-agent-go/agent/api"
+	"github.com/gpufleet/clearml-agent-go/internal/apischema"
 )
 
 // Task documents are kept as generic JSON objects so that fields the
@@ -91,35 +92,65 @@ func (s *Server) task(id string) (map[string]any, *apiError) {
 	return doc, nil
 }
 
-// editable are the task fields tasks.create and tasks.edit accept.
-var editable = []string{
-	"name", "tags", "system_tags", "type", "comment", "parent", "project", "input", "output", "output_dest",
-	"execution", "script", "hyperparams", "configuration", "container", "models", "runtime",
+// createFields and editFields are the task fields tasks.create and
+// tasks.edit take: the request properties of the schema tables at the
+// newest version, less the control fields. The real server silently drops
+// anything else; the emulator rejects it so that client mistakes show.
+var (
+	createFields = settable("tasks.create")
+	editFields   = settable("tasks.edit", "task", "force")
+)
+
+func settable(endpoint string, control ...string) []string {
+	t, err := apischema.Request(endpoint, apischema.MaxVersion)
+	if err != nil {
+		panic("emulator: " + err.Error())
+	}
+	var out []string
+	for _, k := range sortedKeys(t.Props) {
+		if !slices.Contains(control, k) {
+			out = append(out, k)
+		}
+	}
+	return out
 }
 
-var taskTypes = []string{
-	"training", "testing", "inference", "data_processing", "application", "monitor", "controller",
-	"optimizer", "service", "qc", "custom",
-}
+var taskTypes = apischema.TaskTypes
 
-// setFields copies editable fields from the request into the document.
-// Anything else (except the control keys in allow) is a validation error.
-func setFields(c *call, doc map[string]any, allow ...string) *apiError {
+// setFields copies the allowed fields of the request into the document.
+// Anything else (except the control keys) is a validation error. As on the
+// real server, output_dest lands in output.destination, and null values
+// unset (the database does not keep nulls).
+func setFields(c *call, doc map[string]any, allowed []string, control ...string) *apiError {
 	for _, k := range sortedKeys(c.data) {
-		if slices.Contains(allow, k) {
+		if slices.Contains(control, k) {
 			continue
 		}
-		if !slices.Contains(editable, k) {
-			return errValidation(k, "field is not allowed here; editable fields are "+strings.Join(editable, ", "))
+		if !slices.Contains(allowed, k) {
+			return errValidation(k, "field is not allowed here; settable fields are "+strings.Join(allowed, ", "))
 		}
 		var v any
 		if err := json.Unmarshal(c.data[k], &v); err != nil {
 			return errValidation(k, "invalid value: "+err.Error())
 		}
+		v = pruneNulls(v)
 		if k == "type" {
 			if t, _ := v.(string); !slices.Contains(taskTypes, t) {
 				return errValidation("type", "value must be one of "+strings.Join(taskTypes, ", "))
 			}
+		}
+		if k == "output_dest" {
+			out := getMap(doc, "output")
+			if out == nil {
+				out = map[string]any{}
+				doc["output"] = out
+			}
+			if v == nil {
+				delete(out, "destination")
+			} else {
+				out["destination"] = v
+			}
+			continue
 		}
 		if v == nil {
 			delete(doc, k)
@@ -130,11 +161,30 @@ func setFields(c *call, doc map[string]any, allow ...string) *apiError {
 	return nil
 }
 
+// pruneNulls drops null members of objects, at any depth.
+func pruneNulls(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, e := range x {
+			if e == nil {
+				delete(x, k)
+			} else {
+				x[k] = pruneNulls(e)
+			}
+		}
+	case []any:
+		for i, e := range x {
+			x[i] = pruneNulls(e)
+		}
+	}
+	return v
+}
+
 func (s *Server) newTaskDoc(c *call) map[string]any {
 	now := fmtTime(c.now)
 	return map[string]any{
 		"id": newID(), "status": api.StatusCreated, "created": now, "last_update": now,
-		"status_changed": now, "company": map[string]any{"id": c.identity.Company}, "user": c.identity.User,
+		"status_changed": now, "company": c.identity.Company, "user": c.identity.User,
 		"last_changed_by": c.identity.User,
 	}
 }
@@ -159,7 +209,7 @@ func (s *Server) tasksCreate(c *call) (any, *apiError) {
 		}
 	}
 	doc := s.newTaskDoc(c)
-	if err := setFields(c, doc); err != nil {
+	if err := setFields(c, doc, createFields); err != nil {
 		return nil, err
 	}
 	s.insertTask(doc)
@@ -327,12 +377,16 @@ func (s *Server) tasksEdit(c *call) (any, *apiError) {
 		return nil, errTaskStatus("", "expected", api.StatusCreated, "status", st)
 	}
 	updated := deepCopy(doc).(map[string]any)
-	if err := setFields(c, updated, "task", "force"); err != nil {
+	if err := setFields(c, updated, editFields, "task", "force"); err != nil {
 		return nil, err
 	}
 	fields := map[string]any{}
 	for _, k := range sortedKeys(c.data) {
-		if k != "task" && k != "force" {
+		switch k {
+		case "task", "force":
+		case "output_dest":
+			fields["output"] = updated["output"]
+		default:
 			fields[k] = updated[k]
 		}
 	}
@@ -528,10 +582,13 @@ func (s *Server) tasksClone(c *call) (any, *apiError) {
 	}
 	doc := s.newTaskDoc(c)
 	for _, k := range []string{"name", "type", "project", "comment", "tags", "system_tags", "script", "execution",
-		"container", "hyperparams", "configuration", "models", "input", "output_dest"} {
+		"container", "hyperparams", "configuration", "models"} {
 		if v, ok := src[k]; ok {
 			doc[k] = deepCopy(v)
 		}
+	}
+	if dest, ok := getMap(src, "output")["destination"]; ok { // the clone keeps only the destination
+		doc["output"] = map[string]any{"destination": dest}
 	}
 	clearQueue(doc)
 	doc["parent"] = id
@@ -691,20 +748,21 @@ func (s *Server) tasksDequeue(c *call) (any, *apiError) {
 	if err != nil {
 		return nil, err
 	}
-	removed := 0
 	if q := getStr(getMap(doc, "execution"), "queue"); q != "" {
-		removed = s.removeFromQueues(id, q)
+		s.removeFromQueues(id, q)
 	}
 	if all, err := c.boolean("remove_from_all_queues"); err != nil {
 		return nil, err
 	} else if all {
-		removed += s.removeFromQueues(id, "")
+		s.removeFromQueues(id, "")
 	}
 	clearQueue(doc)
+	// The real server answers dequeued=1 whenever the task exists, whether
+	// or not an entry was removed.
 	st := getStr(doc, "status")
 	if st != api.StatusQueued && st != api.StatusInProgress {
 		s.changed()
-		return map[string]any{"dequeued": removed, "updated": 0, "fields": map[string]any{}}, nil
+		return map[string]any{"dequeued": 1, "updated": 0, "fields": map[string]any{}}, nil
 	}
 	to := newStatus
 	if to == "" {
@@ -718,5 +776,5 @@ func (s *Server) tasksDequeue(c *call) (any, *apiError) {
 		return nil, err
 	}
 	delete(doc, "enqueue_status")
-	return map[string]any{"dequeued": removed, "updated": 1, "fields": fields}, nil
+	return map[string]any{"dequeued": 1, "updated": 1, "fields": fields}, nil
 }

@@ -152,9 +152,23 @@ func idName(id, name string) map[string]any {
 	return map[string]any{"id": id, "name": name}
 }
 
-// workerDoc renders a worker as workers.get_all does. "queue" stays a plain
-// id string (api.Worker.Queue is a string); "queues", "task", "user" and
-// "company" are {id,name} objects as on the real server.
+// queueEntry renders a queue the way workers.get_all does: id, name, how
+// many tasks wait in it and which is next.
+func (s *Server) queueEntry(id string) map[string]any {
+	out := idName(id, s.queueName(id))
+	if q := s.queues[id]; q != nil {
+		out["num_tasks"] = len(q.Entries)
+		if len(q.Entries) > 0 {
+			next := q.Entries[0].Task
+			out["next_task"] = idName(next, getStr(s.tasks[next], "name"))
+		}
+	}
+	return out
+}
+
+// workerDoc renders a worker as workers.get_all does: "user", "company" and
+// "task" are {id, name} objects, "queues" and "queue" (the queue of the
+// running task) are queue entries, as on the real server.
 func (s *Server) workerDoc(w *worker) api.Worker {
 	raw := func(v any) json.RawMessage { b, _ := json.Marshal(v); return b }
 	out := api.Worker{
@@ -163,7 +177,6 @@ func (s *Server) workerDoc(w *worker) api.Worker {
 		Company:          raw(idName(CompanyID, "emulator")),
 		RegisterTime:     fmtTime(w.Registered),
 		LastActivityTime: fmtTime(w.LastActivity),
-		Queue:            w.Queue,
 		Tags:             slices.Clone(w.Tags),
 	}
 	if !w.LastReport.IsZero() {
@@ -171,9 +184,12 @@ func (s *Server) workerDoc(w *worker) api.Worker {
 	}
 	qs := []any{}
 	for _, q := range w.Queues {
-		qs = append(qs, idName(q, s.queueName(q)))
+		qs = append(qs, s.queueEntry(q))
 	}
 	out.Queues = raw(qs)
+	if w.Queue != "" && slices.Contains(w.Queues, w.Queue) { // as the real server: only one of its queues
+		out.Queue = raw(s.queueEntry(w.Queue))
+	}
 	if w.Task != "" {
 		out.Task = raw(idName(w.Task, getStr(s.tasks[w.Task], "name")))
 	}
