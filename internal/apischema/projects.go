@@ -24,16 +24,17 @@ func project() *Type {
 }
 
 func init() {
+	getAll21 := obj(props{
+		"id": strs(), "name": str(), "basename": str(), "description": str(), "tags": strs(),
+		"system_tags": strs(), "only_fields": strs(), "order_by": strs(), "page": integer(),
+		"page_size": integer(), "search_text": str(), "_any_": getAllFilter(), "_all_": getAllFilter(),
+	})
+	getAll213 := getAll21.with(props{"shallow_search": boolean()})
 	add(
 		&Endpoint{Name: "projects.get_all", Revisions: []Revision{
-			{Since: "2.1"},
-			{Since: "2.13"},
-			{Since: "2.14", Request: obj(props{
-				"id": strs(), "name": str(), "basename": str(), "description": str(), "tags": strs(),
-				"system_tags": strs(), "only_fields": strs(), "order_by": strs(), "page": integer(),
-				"page_size": integer(), "search_text": str(), "_any_": getAllFilter(), "_all_": getAllFilter(),
-				"shallow_search": boolean(), "search_hidden": boolean(),
-			})},
+			{Since: "2.1", Request: getAll21},
+			{Since: "2.13", Request: getAll213},
+			{Since: "2.14", Request: getAll213.with(props{"search_hidden": boolean()})},
 			{Since: "2.15", Response: obj(props{"projects": arr(project()), "scroll_id": str()})},
 		}},
 		&Endpoint{Name: "projects.create", Revisions: []Revision{

@@ -11,6 +11,12 @@ func queue() *Type {
 }
 
 func init() {
+	getAll24 := obj(props{
+		"id": strs(), "name": str(), "tags": strs(), "system_tags": strs(), "only_fields": strs(),
+		"order_by": strs(), "page": integer(), "page_size": integer(), "search_text": str(),
+	})
+	getAll215 := getAll24.with(props{"scroll_id": str(), "refresh_scroll": boolean(), "size": integer()})
+	getAll220 := getAll215.with(props{"max_task_entries": integer()})
 	add(
 		&Endpoint{Name: "queues.create", Revisions: []Revision{
 			{Since: "2.4", Request: obj(props{"name": str(), "tags": strs(), "system_tags": strs()}, "name")},
@@ -18,16 +24,10 @@ func init() {
 			{Since: "2.31", Response: obj(props{"id": str()})},
 		}},
 		&Endpoint{Name: "queues.get_all", Revisions: []Revision{
-			{Since: "2.4"},
-			{Since: "2.15"},
-			{Since: "2.20"},
-			{Since: "2.21",
-				Request: obj(props{
-					"id": strs(), "name": str(), "tags": strs(), "system_tags": strs(), "only_fields": strs(),
-					"order_by": strs(), "page": integer(), "page_size": integer(), "search_text": str(),
-					"scroll_id": str(), "refresh_scroll": boolean(), "size": integer(), "max_task_entries": integer(),
-					"search_hidden": boolean(),
-				}),
+			{Since: "2.4", Request: getAll24},
+			{Since: "2.15", Request: getAll215},
+			{Since: "2.20", Request: getAll220},
+			{Since: "2.21", Request: getAll220.with(props{"search_hidden": boolean()}),
 				Response: obj(props{"queues": arr(queue()), "scroll_id": str()})},
 		}},
 		&Endpoint{Name: "queues.get_by_id", Revisions: []Revision{

@@ -137,7 +137,7 @@ func init() {
 			{Since: "2.26", Response: obj(props{"tasks": arr(task()), "scroll_id": str()})},
 		}},
 		&Endpoint{Name: "tasks.create", Revisions: []Revision{
-			{Since: "2.1"},
+			{Since: "2.1", Request: obj(taskFields21(), "name", "type")},
 			{Since: "2.13", Request: obj(taskFields(), "name", "type"), Response: obj(props{"id": str()})},
 		}},
 		&Endpoint{Name: "tasks.edit", Revisions: []Revision{
@@ -145,15 +145,16 @@ func init() {
 			{Since: "2.13", Request: edit, Response: updated(nil)},
 		}},
 		&Endpoint{Name: "tasks.enqueue", Revisions: []Revision{
-			{Since: "1.5"},
+			{Since: "1.5", Request: obj(props{"task": str(), "queue": str(), "status_reason": str(), "status_message": str()}, "task")},
 			{Since: "2.19", Request: obj(props{"task": str(), "queue": str(), "queue_name": str(),
 				"status_reason": str(), "status_message": str()}, "task")},
 			{Since: "2.22"},
 			{Since: "2.31", Response: updated(props{"queued": zeroOrOne(), "queue_watched": boolean()})},
 		}},
 		&Endpoint{Name: "tasks.dequeue", Revisions: []Revision{
-			{Since: "1.5"},
-			{Since: "2.25"},
+			{Since: "1.5", Request: obj(props{"task": str(), "status_reason": str(), "status_message": str()}, "task")},
+			{Since: "2.25", Request: obj(props{"task": str(), "status_reason": str(), "status_message": str(),
+				"remove_from_all_queues": boolean()}, "task")},
 			{Since: "2.26",
 				Request: obj(props{"task": str(), "status_reason": str(), "status_message": str(),
 					"remove_from_all_queues": boolean(), "new_status": str()}, "task"),

@@ -50,9 +50,10 @@ func init() {
 		}},
 		&Endpoint{Name: "workers.get_all", Revisions: []Revision{
 			{Since: "2.4", Request: obj(props{"last_seen": integer()})},
-			{Since: "2.20"},
-			{Since: "2.22"},
-			{Since: "2.30", Response: obj(props{"workers": arr(worker())})},
+			{Since: "2.20", Request: obj(props{"last_seen": integer(), "tags": strs()})},
+			{Since: "2.22", Request: obj(props{"last_seen": integer(), "tags": strs(), "system_tags": strs()})},
+			{Since: "2.30", Request: obj(props{"last_seen": integer(), "tags": strs(), "system_tags": strs(), "worker_pattern": str()}),
+				Response: obj(props{"workers": arr(worker())})},
 		}},
 	)
 }
