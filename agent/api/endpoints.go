@@ -19,11 +19,20 @@ type endpointSpec struct {
 
 // endpoints is the one table of per-endpoint versions and methods
 // (reference sections 2.1, 2.4-2.6, 3.5). Endpoints not listed use the
-// default typed version and Config.DefaultMethod.
+// default typed version and Config.DefaultMethod. Each version is one at
+// which clearml-server's schema defines every field this package sends to
+// that endpoint (the schema, not the handler, is the contract: a field the
+// version does not define may or may not be honoured);
+// TestRequestsFollowTheSchema checks that against internal/apischema.
 var endpoints = map[string]endpointSpec{
 	"queues.get_next_task":           {version: "2.14"},       // raw call with explicit v2.14
-	"queues.get_all":                 {version: "2.14"},       // search_hidden needs 2.14
+	"queues.get_all":                 {version: "2.21"},       // search_hidden is defined from 2.21
 	"tasks.get_all":                  {version: "2.14"},       // abort test; run_one_task uses 2.15 for runtime only
+	"tasks.create":                   {version: "2.13"},       // container is defined from 2.13
+	"tasks.edit":                     {version: "2.13"},       // runtime, container and models from 2.13
+	"tasks.enqueue":                  {version: "2.19"},       // queue_name is defined from 2.19
+	"tasks.dequeue":                  {version: "2.26"},       // new_status is defined from 2.26
+	"projects.get_all":               {version: "2.14"},       // search_hidden is defined from 2.14
 	"events.add_batch":               {raw: true, post: true}, // POST <host>/events.add_batch, json-lines
 	"events.get_task_log":            {version: "2.9"},        // navigate_earlier/from_timestamp form
 	"workers.set_runtime_properties": {raw: true, post: true}, // enterprise only

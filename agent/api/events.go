@@ -42,7 +42,6 @@ type GetTaskLogRequest struct {
 	BatchSize       int    `json:"batch_size,omitempty"`
 	NavigateEarlier *bool  `json:"navigate_earlier,omitempty"`
 	FromTimestamp   int64  `json:"from_timestamp,omitempty"` // epoch ms
-	ScrollID        string `json:"scroll_id,omitempty"`      // older servers
 }
 
 // TaskLog is events.get_task_log's answer.
@@ -50,7 +49,6 @@ type TaskLog struct {
 	Events   []Event `json:"events"`
 	Returned int     `json:"returned"`
 	Total    int     `json:"total"`
-	ScrollID string  `json:"scroll_id,omitempty"`
 }
 
 // GetTaskLog calls events.get_task_log.

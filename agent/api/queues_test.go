@@ -29,7 +29,7 @@ func TestQueuesByName(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantBody := map[string]any{"name": `gpu\.a`, "only_fields": []any{"id", "name"}, "search_hidden": true}
-	if d := cmp.Diff(wantBody, body); d != "" || r.Path != "/v2.14/queues.get_all" {
+	if d := cmp.Diff(wantBody, body); d != "" || r.Path != "/v2.21/queues.get_all" {
 		t.Errorf("%s body (-want +got):\n%s", r.Path, d)
 	}
 }
@@ -42,7 +42,7 @@ func TestGetTaskLogAndWorkers(t *testing.T) {
 		}, "returned": 1, "total": 7}}
 	})
 	f.handle("workers.get_all", func(recorded) reply {
-		return reply{Data: map[string]any{"workers": []map[string]any{{"id": "host:gpu0", "queue": "q"}}}}
+		return reply{Data: map[string]any{"workers": []map[string]any{{"id": "host:gpu0", "queue": map[string]any{"id": "q", "name": "q"}}}}}
 	})
 	c := f.client(t, nil)
 	earlier := true

@@ -28,7 +28,6 @@ type StatusReport struct {
 	Queue        string        `json:"queue,omitempty"`
 	Queues       []string      `json:"queues,omitempty"`
 	Tags         []string      `json:"tags,omitempty"`
-	IsDaemon     bool          `json:"is_daemon,omitempty"`
 }
 
 // ReportStatus calls workers.status_report. A report with Task sets that
@@ -37,10 +36,10 @@ func (c *Client) ReportStatus(ctx context.Context, r StatusReport) error {
 	return c.Call(ctx, "workers.status_report", r, nil)
 }
 
-// GetAllWorkersRequest is workers.get_all.
+// GetAllWorkersRequest is workers.get_all (v2.5, as the Python agent's
+// list). worker_pattern only exists from 2.30, so it is not offered.
 type GetAllWorkersRequest struct {
-	LastSeen      int    `json:"last_seen,omitempty"` // seconds
-	WorkerPattern string `json:"worker_pattern,omitempty"`
+	LastSeen int `json:"last_seen,omitempty"` // seconds
 }
 
 // GetAllWorkers calls workers.get_all.
