@@ -48,7 +48,7 @@ type GetTaskLogRequest struct {
 type TaskLog struct {
 	Events   []Event `json:"events"`
 	Returned int     `json:"returned"`
-	Total    int     `json:"total"`
+	Total    float64 `json:"total"` // a JSON number in the schema (1.7 on)
 }
 
 // GetTaskLog calls events.get_task_log.

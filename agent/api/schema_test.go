@@ -3,6 +3,8 @@ package api_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"go/ast"
 	"go/parser"
 	"go/token"
@@ -266,6 +268,110 @@ func TestRequestsFollowTheSchema(t *testing.T) {
 	for _, name := range calledEndpoints(t) {
 		if !seen[name] {
 			t.Errorf("the client calls %s but this test does not send it; add a call", name)
+		}
+	}
+}
+
+// fitsSchema reports every JSON field of Go type rt (nested ones too) that
+// the schema type t lacks, or whose Go type cannot hold t's values.
+func fitsSchema(rt reflect.Type, t *apischema.Type, path string) []string {
+	if t == nil {
+		return nil // under an open object: anything goes
+	}
+	if rt == reflect.TypeFor[json.RawMessage]() || rt == reflect.TypeFor[json.Number]() || rt.Kind() == reflect.Interface {
+		return nil // decoded later, or any JSON
+	}
+	if rt.Kind() == reflect.Pointer {
+		rt = rt.Elem()
+	}
+	want := map[reflect.Kind][]apischema.Kind{
+		reflect.String: {apischema.String}, reflect.Bool: {apischema.Boolean},
+		reflect.Int: {apischema.Integer}, reflect.Int64: {apischema.Integer}, reflect.Int32: {apischema.Integer},
+		reflect.Float64: {apischema.Number, apischema.Integer}, reflect.Float32: {apischema.Number, apischema.Integer},
+		reflect.Slice: {apischema.Array}, reflect.Struct: {apischema.Object}, reflect.Map: {apischema.Object},
+	}[rt.Kind()]
+	if !slices.Contains(want, t.Kind) {
+		return []string{fmt.Sprintf("%s: Go %s cannot hold the schema's %s", path, rt, t.Kind)}
+	}
+	var out []string
+	switch rt.Kind() {
+	case reflect.Slice:
+		out = fitsSchema(rt.Elem(), t.Items, path+"[]")
+	case reflect.Map:
+		if t.Values != nil {
+			out = fitsSchema(rt.Elem(), t.Values, path+"{*}")
+		}
+	case reflect.Struct:
+		for i := range rt.NumField() {
+			f := rt.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			if !f.IsExported() || name == "-" {
+				continue
+			}
+			sub, ok := t.Props[name]
+			switch {
+			case ok:
+			case t.Values != nil:
+				sub = t.Values
+			case t.Open:
+				continue
+			default:
+				out = append(out, path+"."+name+": field not in the schema")
+				continue
+			}
+			out = append(out, fitsSchema(f.Type, sub, path+"."+name)...)
+		}
+	}
+	return out
+}
+
+// TestResponseTypesFollowTheSchema: every field of the exported answer
+// types the client decodes exists in the newest response schema
+// (apischema.MaxVersion) with a type the Go field can hold.
+func TestResponseTypesFollowTheSchema(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		endpoint string
+		path     []string // from data down to the value of type v ("[]" = array element)
+		v        any
+	}{
+		{"tasks.get_by_id", []string{"task"}, api.Task{}},
+		{"tasks.get_all", []string{"tasks", "[]"}, api.Task{}},
+		{"tasks.edit", nil, api.Updated{}},
+		{"tasks.started", nil, api.Updated{}},
+		{"tasks.stopped", nil, api.Updated{}},
+		{"tasks.failed", nil, api.Updated{}},
+		{"tasks.completed", nil, api.Updated{}},
+		{"tasks.stop", nil, api.Updated{}},
+		{"tasks.reset", nil, api.Updated{}},
+		{"tasks.set_requirements", nil, api.Updated{}},
+		{"tasks.enqueue", nil, api.EnqueueResult{}},
+		{"tasks.dequeue", nil, api.DequeueResult{}},
+		{"queues.get_all", []string{"queues", "[]"}, api.Queue{}},
+		{"queues.get_by_id", []string{"queue"}, api.Queue{}},
+		{"queues.get_next_task", []string{"task_info"}, api.TaskInfo{}},
+		{"workers.get_all", []string{"workers", "[]"}, api.Worker{}},
+		{"events.add_batch", nil, api.AddBatchResult{}},
+		{"events.get_task_log", nil, api.TaskLog{}},
+		{"projects.get_all", []string{"projects", "[]"}, api.Project{}},
+	} {
+		typ, err := apischema.Response(tc.endpoint, apischema.MaxVersion)
+		if err != nil {
+			t.Error(err)
+			continue
+		}
+		for _, p := range tc.path {
+			if p == "[]" {
+				typ = typ.Items
+			} else {
+				typ = typ.Props[p]
+			}
+			if typ == nil {
+				t.Fatalf("%s: no %v in the response schema", tc.endpoint, tc.path)
+			}
+		}
+		for _, p := range fitsSchema(reflect.TypeOf(tc.v), typ, "data") {
+			t.Errorf("%s: api.%s: %s", tc.endpoint, reflect.TypeOf(tc.v).Name(), p)
 		}
 	}
 }
