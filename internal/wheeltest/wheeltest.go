@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -105,4 +107,78 @@ func NewIndex(t testing.TB, wheels map[string][]byte) *Index {
 var PipEnv = []string{
 	"PIP_FIND_LINKS=", "PIP_DEFAULT_TIMEOUT=5", "PIP_NO_INPUT=1",
 	"PIP_DISABLE_PIP_VERSION_CHECK=1", "PIP_CONFIG_FILE=/dev/null", "PIP_RETRIES=0",
+}
+
+// backend is a PEP 517/660 build backend kept inside the project it builds
+// (pyproject.toml names it with backend-path), so pip builds the project
+// without fetching setuptools or any other build requirement: the
+// project's module directory becomes a wheel, or for `pip install -e` a
+// wheel holding a .pth file that points at the source.
+const backend = `import base64, hashlib, os, zipfile
+
+NAME, VERSION = %q, %q
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _wheel(directory, files):
+    dist = "%%s-%%s.dist-info" %% (NAME, VERSION)
+    files = dict(files)
+    files[dist + "/METADATA"] = "Metadata-Version: 2.1\nName: %%s\nVersion: %%s\n" %% (NAME, VERSION)
+    files[dist + "/WHEEL"] = "Wheel-Version: 1.0\nGenerator: wheeltest\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    record = []
+    for path, body in files.items():
+        data = body.encode()
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append("%%s,sha256=%%s,%%d" %% (path, digest, len(data)))
+    record.append(dist + "/RECORD,,")
+    files[dist + "/RECORD"] = "\n".join(record) + "\n"
+    name = "%%s-%%s-py3-none-any.whl" %% (NAME, VERSION)
+    with zipfile.ZipFile(os.path.join(directory, name), "w") as z:
+        for path, body in files.items():
+            z.writestr(path, body)
+    return name
+
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    files = {}
+    for root, _, names in os.walk(os.path.join(HERE, NAME)):
+        for n in names:
+            if n.endswith(".py"):
+                p = os.path.join(root, n)
+                with open(p) as f:
+                    files[os.path.relpath(p, HERE)] = f.read()
+    return _wheel(wheel_directory, files)
+
+
+def build_editable(wheel_directory, config_settings=None, metadata_directory=None):
+    return _wheel(wheel_directory, {NAME + ".pth": HERE + "\n"})
+`
+
+// Project returns the files (path -> content) of a buildable source project
+// for name==version whose module sets VALUE = value: pip installs it from a
+// directory, with -e, or from git without any index. prefix is prepended to
+// every path (e.g. "libs/name/").
+func Project(prefix, name, version, value string) map[string]string {
+	return map[string]string{
+		prefix + "pyproject.toml": "[build-system]\nrequires = []\nbuild-backend = \"wheeltest_backend\"\nbackend-path = [\".\"]\n\n" +
+			"[project]\nname = \"" + name + "\"\nversion = \"" + version + "\"\n",
+		prefix + "wheeltest_backend.py": fmt.Sprintf(backend, name, version),
+		prefix + name + "/__init__.py":  fmt.Sprintf("VALUE = %q\n", value),
+	}
+}
+
+// SystemWheel reads the wheel Debian ships for project (python3-pip-whl puts
+// pip's in /usr/share/python-wheels) and returns its file name and content;
+// the test is skipped when there is none.
+func SystemWheel(t testing.TB, project string) (string, []byte) {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join("/usr/share/python-wheels", project+"-*-py3-none-any.whl"))
+	if len(files) == 0 {
+		t.Skipf("no %s wheel in /usr/share/python-wheels (apt-get install python3-%s-whl)", project, project)
+	}
+	body, err := os.ReadFile(files[len(files)-1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Base(files[len(files)-1]), body
 }
