@@ -33,6 +33,15 @@ func cacheKey(spec Spec, version string, reqs []string) string {
 	for _, f := range spec.ExtraPipFlags {
 		fmt.Fprintf(h, "flag=%s\n", f)
 	}
+	for _, v := range spec.PipVersion {
+		fmt.Fprintf(h, "pip_version=%s\n", v)
+	}
+	for _, p := range spec.PriorityPackages {
+		fmt.Fprintf(h, "priority=%s\n", p)
+	}
+	for _, p := range spec.PriorityOptionalPackages {
+		fmt.Fprintf(h, "priority_optional=%s\n", p)
+	}
 	for _, r := range sorted {
 		fmt.Fprintf(h, "req=%s\n", r)
 	}
@@ -49,7 +58,11 @@ func uncacheable(reqs []string) string {
 			return fmt.Sprintf("%q refers to another file", r)
 		case strings.HasPrefix(l, "-e"), strings.HasPrefix(l, "--editable"):
 			return fmt.Sprintf("%q is an editable install", r)
-		case strings.Contains(l, "git+"), strings.Contains(l, "file:"), strings.HasPrefix(l, "."), strings.HasPrefix(l, "/"):
+		case strings.HasPrefix(l, "-f"), strings.HasPrefix(l, "--find-links"):
+			return fmt.Sprintf("%q reads packages from a directory", r)
+		case strings.Contains(l, "git+"), strings.Contains(l, "file:"), strings.HasPrefix(l, "."), strings.HasPrefix(l, "/"),
+			!strings.Contains(l, "://") && (strings.Contains(l, "/") ||
+				strings.HasSuffix(l, ".whl") || strings.HasSuffix(l, ".zip") || strings.HasSuffix(l, ".tar.gz")):
 			return fmt.Sprintf("%q is not a pinned index package", r)
 		}
 	}

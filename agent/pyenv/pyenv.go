@@ -1,7 +1,6 @@
 package pyenv
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -9,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -18,7 +18,38 @@ type Spec struct {
 	PythonFallbacks        []string // agent.python_binary, agent.default_python
 	IgnoreRequestedVersion bool     // agent.ignore_requested_python_version
 
-	Requirements   string   // pip requirements text; empty = nothing to install
+	// Requirements is the pip requirements text to install; empty = nothing.
+	Requirements string
+	// RequirementsFile is the file Requirements was read from (the
+	// repository's requirements.txt), or "": pip then reads it in place, so
+	// its messages name it.
+	RequirementsFile string
+	// RequirementsDir is where pip runs: -r files, -e . and local paths in
+	// the requirements resolve against it (the requirements file's
+	// directory, or the repository root). "" = WorkDir.
+	RequirementsDir string
+
+	// Manager is agent.package_manager.type: "pip" (or ""), "uv" or
+	// "poetry". uv and poetry must be on the PATH of Env.
+	Manager string
+	// ProjectDirs are where uv looks for uv.lock and poetry for poetry.lock
+	// or a [tool.poetry] pyproject.toml (the working dir, then the
+	// repository root); the first match is installed instead of
+	// Requirements.
+	ProjectDirs []string
+	PoetryArgs  []string // agent.package_manager.poetry_install_extra_args
+
+	// PipVersion is agent.package_manager.pip_version: specs such as "<24"
+	// or "==23.0.1 ; python_version >= '3.8'" for `pip install --upgrade`;
+	// empty leaves the venv's pip alone.
+	PipVersion []string
+	// PriorityPackages and PriorityOptionalPackages name requirements that
+	// are installed first, one by one, when they appear in Requirements
+	// (agent.package_manager.priority_packages, priority_optional_packages).
+	// A failing optional one is left out with a warning.
+	PriorityPackages         []string
+	PriorityOptionalPackages []string
+
 	IndexURL       string   // pip --index-url, "" = pip's default
 	ExtraIndexURLs []string // agent.package_manager.extra_index_url
 	ExtraPipFlags  []string // agent.package_manager.extra_pip_install_flags
@@ -29,29 +60,43 @@ type Spec struct {
 	CacheDir        string // agent.venvs_cache.path; "" disables the cache
 	CacheMaxEntries int    // agent.venvs_cache.max_entries; <= 0 means 10
 
-	// Env is added to (and overrides) the agent's environment for python and
-	// pip. PYTHONPATH is always removed, as the Python agent does.
+	// Env is added to (and overrides) the agent's environment for python,
+	// pip, uv and poetry. PYTHONPATH is always removed, as the Python agent
+	// does.
 	Env []string
 }
 
 // Env is a ready virtual environment.
 type Env struct {
-	Dir     string // the venv root
-	Python  string // <Dir>/bin/python
-	Version string // full interpreter version, e.g. "3.11.7"
+	Dir       string // the venv root
+	Python    string // <Dir>/bin/python
+	Version   string // full interpreter version, e.g. "3.11.7"
+	Installed bool   // packages were installed: requirements, or a uv or poetry project
 }
 
 // Ensure creates the task's venv at <WorkDir>/<major.minor>, replacing what
-// was there (task code placed inside it, e.g. task_repository, goes too: call
-// Ensure before cloning), and installs spec.Requirements, reusing the venv
-// cache when it holds the same requirement set. log receives progress lines
-// and pip's output for the task log; it may be nil.
+// was there, and installs the task's packages (call it after cloning: the
+// requirements and projects live in the checkout): a uv or poetry
+// project found in spec.ProjectDirs when that manager is configured, else
+// spec.Requirements, reusing the venv cache when it holds the same
+// requirement set. log receives progress lines and the installers' output
+// for the task log; it may be nil.
 func Ensure(ctx context.Context, spec Spec, log func(string)) (*Env, error) {
 	if log == nil {
 		log = func(string) {}
 	}
 	if spec.WorkDir == "" {
 		return nil, errors.New("pyenv: empty venvs directory; set agent.venvs_dir")
+	}
+	// A missing uv or poetry fails before any work.
+	m, err := newManager(spec)
+	if err != nil {
+		return nil, err
+	}
+	if m.kind == managerPoetry && m.project == "" {
+		log(fmt.Sprintf("agent.package_manager.type is poetry but there is no poetry.lock or [tool.poetry] pyproject.toml in %s; installing the requirements with pip",
+			strings.Join(spec.ProjectDirs, ", ")))
+		m = manager{kind: managerPip}
 	}
 	in, err := resolve(ctx, spec)
 	if err != nil {
@@ -65,6 +110,19 @@ func Ensure(ctx context.Context, spec Spec, log func(string)) (*Env, error) {
 	if err := os.RemoveAll(dir); err != nil {
 		return nil, fmt.Errorf("removing old venv %s: %w", dir, err)
 	}
+	ins := &installer{spec: spec, in: in, dir: dir, log: log, m: m}
+
+	if m.project != "" {
+		if len(requirementLines(spec.Requirements)) > 0 {
+			log(fmt.Sprintf("%s project in %s: installing it with %s instead of the task's requirements", m.kind, m.project, m.kind))
+		}
+		if err := ins.project(ctx); err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+		env.Installed = true
+		return env, nil
+	}
 
 	reqs := requirementLines(spec.Requirements)
 	if len(reqs) == 0 {
@@ -74,13 +132,14 @@ func Ensure(ctx context.Context, spec Spec, log func(string)) (*Env, error) {
 		}
 		return env, nil
 	}
+	env.Installed = true
 
-	if spec.CacheDir != "" {
+	if spec.CacheDir != "" && m.kind == managerPip {
 		if why := uncacheable(reqs); why != "" {
 			log("venv cache skipped: " + why)
 		} else {
 			key := cacheKey(spec, in.version, reqs)
-			hit, err := withCache(ctx, spec, key, dir, log, func() error { return build(ctx, spec, in, dir, log) })
+			hit, err := withCache(ctx, spec, key, dir, log, func() error { return ins.requirements(ctx) })
 			if err != nil {
 				os.RemoveAll(dir)
 				return nil, err
@@ -91,20 +150,11 @@ func Ensure(ctx context.Context, spec Spec, log func(string)) (*Env, error) {
 			return env, nil
 		}
 	}
-	if err := build(ctx, spec, in, dir, log); err != nil {
+	if err := ins.requirements(ctx); err != nil {
 		os.RemoveAll(dir)
 		return nil, err
 	}
 	return env, nil
-}
-
-// build creates the venv with pip and installs the requirements.
-func build(ctx context.Context, spec Spec, in interpreter, dir string, log func(string)) error {
-	log(fmt.Sprintf("creating venv %s with python %s", dir, in.version))
-	if err := createVenv(ctx, spec, in, dir, true); err != nil {
-		return err
-	}
-	return pipInstall(ctx, spec, dir, log)
 }
 
 func createVenv(ctx context.Context, spec Spec, in interpreter, dir string, withPip bool) error {
@@ -129,55 +179,8 @@ func createVenv(ctx context.Context, spec Spec, in interpreter, dir string, with
 	return nil
 }
 
-// pipInstall runs `python -m pip install -r <file>` in the venv.
-func pipInstall(ctx context.Context, spec Spec, dir string, log func(string)) error {
-	f, err := os.CreateTemp(filepath.Dir(dir), ".requirements-*.txt")
-	if err != nil {
-		return fmt.Errorf("writing requirements: %w", err)
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.WriteString(spec.Requirements + "\n"); err != nil {
-		f.Close()
-		return fmt.Errorf("writing requirements: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("writing requirements: %w", err)
-	}
-	args := []string{"-m", "pip", "--disable-pip-version-check", "install", "-r", f.Name()}
-	if spec.IndexURL != "" {
-		args = append(args, "--index-url", spec.IndexURL)
-	}
-	for _, u := range spec.ExtraIndexURLs {
-		if u != "" {
-			args = append(args, "--extra-index-url", u)
-		}
-	}
-	args = append(args, spec.ExtraPipFlags...)
-	log("installing requirements: " + strings.Join(requirementLines(spec.Requirements), ", "))
-	cmd := exec.CommandContext(ctx, filepath.Join(dir, "bin", "python"), args...)
-	cmd.Env = environ(spec.Env)
-	var out bytes.Buffer
-	cmd.Stdout = &out
-	cmd.Stderr = &out
-	err = cmd.Run()
-	sc := bufio.NewScanner(bytes.NewReader(out.Bytes()))
-	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	for sc.Scan() {
-		if l := strings.TrimRight(sc.Text(), " \r"); l != "" {
-			log(l)
-		}
-	}
-	if err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		return fmt.Errorf("pip could not install requirements: %s", lastLine(out.String(), err))
-	}
-	return nil
-}
-
-// lastLine picks pip's (or python's) most telling line: the last "ERROR:"
-// line, else the last non-empty one, else err.
+// lastLine picks pip's (or python's, uv's, poetry's) most telling line: the
+// last "ERROR:" (or "Error:", "error:") line, else the last non-empty one, else err.
 func lastLine(out string, err error) string {
 	var last, lastErr string
 	for _, l := range strings.Split(out, "\n") {
@@ -186,7 +189,7 @@ func lastLine(out string, err error) string {
 			continue
 		}
 		last = l
-		if strings.HasPrefix(l, "ERROR:") || strings.HasPrefix(l, "Error:") {
+		if strings.HasPrefix(l, "ERROR:") || strings.HasPrefix(l, "Error:") || strings.HasPrefix(l, "error:") {
 			lastErr = l
 		}
 	}
@@ -200,8 +203,9 @@ func lastLine(out string, err error) string {
 }
 
 // environ is the agent's environment with extra overriding it, without
-// PYTHONPATH, and with pip made non-interactive.
-func environ(extra []string) []string {
+// PYTHONPATH, and with pip made non-interactive. defaults ("K=V") apply
+// where neither the agent's environment nor extra sets K.
+func environ(extra []string, defaults ...string) []string {
 	vars := map[string]string{}
 	var order []string
 	add := func(kv string) {
@@ -214,8 +218,11 @@ func environ(extra []string) []string {
 	for _, kv := range os.Environ() {
 		add(kv)
 	}
-	if _, ok := vars["PIP_NO_INPUT"]; !ok {
-		add("PIP_NO_INPUT=1")
+	for _, kv := range append([]string{"PIP_NO_INPUT=1"}, defaults...) {
+		k, _, _ := strings.Cut(kv, "=")
+		if _, ok := vars[k]; !ok && !slices.ContainsFunc(extra, func(e string) bool { return strings.HasPrefix(e, k+"=") }) {
+			add(kv)
+		}
 	}
 	for _, kv := range extra {
 		add(kv)

@@ -206,9 +206,26 @@ func TestCacheKey(t *testing.T) {
 	if k1 == cacheKey(other, "3.11.7", requirementLines("a==2\nb==1")) {
 		t.Error("key ignores extra index urls")
 	}
-	for _, r := range []string{"-r other.txt", "-e .", "pkg @ git+https://h/r.git", "./local"} {
+	for _, r := range []string{"-r other.txt", "-e .", "pkg @ git+https://h/r.git", "./local", "libs/pkg", "-f ./wheels",
+		"--find-links=wheels", "pkg-1.0-py3-none-any.whl"} {
 		if uncacheable([]string{r}) == "" {
 			t.Errorf("%q would be cached", r)
+		}
+	}
+	for _, r := range []string{"pkg==1.0", "pkg @ https://h/pkg-1.0-py3-none-any.whl", "pkg>=1; python_version < '3.12'"} {
+		if why := uncacheable([]string{r}); why != "" {
+			t.Errorf("%q not cached: %s", r, why)
+		}
+	}
+	for name, change := range map[string]func(*Spec){
+		"pip_version":                func(s *Spec) { s.PipVersion = []string{"<24"} },
+		"priority_packages":          func(s *Spec) { s.PriorityPackages = []string{"a"} },
+		"priority_optional_packages": func(s *Spec) { s.PriorityOptionalPackages = []string{"a"} },
+	} {
+		other := base
+		change(&other)
+		if k1 == cacheKey(other, "3.11.7", requirementLines("a==2\nb==1")) {
+			t.Errorf("key ignores %s", name)
 		}
 	}
 }
