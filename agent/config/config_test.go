@@ -262,3 +262,26 @@ func TestJSONAndMasking(t *testing.T) {
 		t.Errorf("Display git_pass = %q", got)
 	}
 }
+
+func TestPackageManagerSettings(t *testing.T) {
+	pm := load(t, "testdata/braced.conf").Agent().PackageManager
+	want := PackageManager{Type: "pip", PipVersion: nil, PriorityPackages: []string{"cython", "numpy", "setuptools", "pip", "uv"},
+		PriorityOptionalPackages: []string{"pygobject"}}
+	if diff := cmp.Diff(want, pm, cmp.Comparer(func(a, b []string) bool { return strings.Join(a, ",") == strings.Join(b, ",") })); diff != "" {
+		t.Errorf("defaults (-want +got):\n%s", diff)
+	}
+	pm = load(t, "testdata/braced.conf",
+		"CLEARML_AGENT__AGENT__PACKAGE_MANAGER__TYPE=poetry",
+		`CLEARML_AGENT__AGENT__PACKAGE_MANAGER__PIP_VERSION="<24"`,
+		`CLEARML_AGENT__AGENT__PACKAGE_MANAGER__PRIORITY_PACKAGES=["numpy", "torch"]`,
+		`CLEARML_AGENT__AGENT__PACKAGE_MANAGER__PRIORITY_OPTIONAL_PACKAGES=[]`,
+		"CLEARML_AGENT__AGENT__PACKAGE_MANAGER__FORCE_REPO_REQUIREMENTS_TXT=true",
+		"CLEARML_AGENT__AGENT__PACKAGE_MANAGER__FORCE_ORIGINAL_REQUIREMENTS=true",
+		`CLEARML_AGENT__AGENT__PACKAGE_MANAGER__POETRY_INSTALL_EXTRA_ARGS=["--only", "main"]`,
+	).Agent().PackageManager
+	want = PackageManager{Type: "poetry", PipVersion: []string{"<24"}, PriorityPackages: []string{"numpy", "torch"},
+		ForceRepoRequirementsTxt: true, ForceOriginalRequirements: true, PoetryInstallExtraArgs: []string{"--only", "main"}}
+	if diff := cmp.Diff(want, pm, cmp.Comparer(func(a, b []string) bool { return strings.Join(a, ",") == strings.Join(b, ",") })); diff != "" {
+		t.Errorf("overridden (-want +got):\n%s", diff)
+	}
+}

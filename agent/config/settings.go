@@ -19,12 +19,17 @@ type APISettings struct {
 
 // PackageManager is agent.package_manager.
 type PackageManager struct {
-	Type                 string
-	ExtraIndexURL        []string
-	ExtraPipInstallFlags []string
-	SystemSitePackages   bool
-	ForceUpgrade         bool
-	PipVersion           []string
+	Type                      string // pip, uv or poetry
+	ExtraIndexURL             []string
+	ExtraPipInstallFlags      []string
+	SystemSitePackages        bool
+	ForceUpgrade              bool
+	PipVersion                []string // specs for pip itself, e.g. "<24"; empty leaves pip alone
+	PriorityPackages          []string
+	PriorityOptionalPackages  []string
+	ForceRepoRequirementsTxt  bool
+	ForceOriginalRequirements bool
+	PoetryInstallExtraArgs    []string
 }
 
 // VenvsCache is agent.venvs_cache.
@@ -123,12 +128,17 @@ func (c *Config) Agent() AgentSettings {
 		DefaultPython:                c.str("agent.default_python"),
 		IgnoreRequestedPythonVersion: c.boolOr("agent.ignore_requested_python_version", false),
 		PackageManager: PackageManager{
-			Type:                 c.str("agent.package_manager.type"),
-			ExtraIndexURL:        c.strs("agent.package_manager.extra_index_url"),
-			ExtraPipInstallFlags: c.strs("agent.package_manager.extra_pip_install_flags"),
-			SystemSitePackages:   c.boolOr("agent.package_manager.system_site_packages", false),
-			ForceUpgrade:         c.boolOr("agent.package_manager.force_upgrade", false),
-			PipVersion:           c.strs("agent.package_manager.pip_version"),
+			Type:                      c.str("agent.package_manager.type"),
+			ExtraIndexURL:             c.strs("agent.package_manager.extra_index_url"),
+			ExtraPipInstallFlags:      c.strs("agent.package_manager.extra_pip_install_flags"),
+			SystemSitePackages:        c.boolOr("agent.package_manager.system_site_packages", false),
+			ForceUpgrade:              c.boolOr("agent.package_manager.force_upgrade", false),
+			PipVersion:                c.strs("agent.package_manager.pip_version"),
+			PriorityPackages:          c.strs("agent.package_manager.priority_packages"),
+			PriorityOptionalPackages:  c.strs("agent.package_manager.priority_optional_packages"),
+			ForceRepoRequirementsTxt:  c.boolOr("agent.package_manager.force_repo_requirements_txt", false),
+			ForceOriginalRequirements: c.boolOr("agent.package_manager.force_original_requirements", false),
+			PoetryInstallExtraArgs:    c.strs("agent.package_manager.poetry_install_extra_args"),
 		},
 
 		VenvsDir: c.path("agent.venvs_dir"),
