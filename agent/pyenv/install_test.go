@@ -212,61 +212,16 @@ func TestRequirementName(t *testing.T) {
 	}
 }
 
-// poetryEnv keeps poetry offline, quiet and away from the user's caches.
-func poetryEnv(t *testing.T) []string {
-	return append(append([]string{}, wheeltest.PipEnv...), "POETRY_CACHE_DIR="+t.TempDir(),
-		"POETRY_NO_INTERACTION=1", "PYTHON_KEYRING_BACKEND=keyring.backends.null.Keyring")
-}
-
-// poetryProject writes a poetry project depending on tinypkg from index and
-// locks it with the real poetry.
-func poetryProject(t *testing.T, index string) string {
-	t.Helper()
-	poetry, err := exec.LookPath("poetry")
-	if err != nil {
-		t.Skip("poetry not installed (apt-get install python3-poetry)")
-	}
-	dir := t.TempDir()
-	writeTree(t, dir, map[string]string{
-		"pyproject.toml": `[tool.poetry]
-name = "poetryapp"
-version = "0.1.0"
-description = ""
-authors = ["test <test@example.com>"]
-
-[tool.poetry.dependencies]
-python = "^3.8"
-tinypkg = "1.0"
-
-[[tool.poetry.source]]
-name = "local"
-url = "` + index + `"
-default = true
-
-[build-system]
-requires = ["poetry-core"]
-build-backend = "poetry.core.masonry.api"
-`,
-		"poetryapp/__init__.py": "VALUE = 'poetry root'\n",
-	})
-	cmd := exec.Command(poetry, "lock")
-	cmd.Dir = dir
-	cmd.Env = environ(poetryEnv(t))
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("poetry lock: %v\n%s", err, out)
-	}
-	return dir
-}
-
 func TestPoetry(t *testing.T) {
 	needPython(t)
 	ix := tinyIndex(t, nil)
-	proj := poetryProject(t, ix.URL+"/simple/")
+	proj := t.TempDir()
+	wheeltest.PoetryProject(t, proj, "poetryapp", ix.URL+"/simple/", map[string]string{"tinypkg": "1.0"})
 	cache := t.TempDir()
 	log, lines := collect(t)
 	spec := Spec{PythonBinary: "python3", Manager: "poetry", ProjectDirs: []string{filepath.Join(proj, "nodir"), proj},
 		Requirements: "not-installed==9.9\n", IndexURL: ix.URL + "/simple/",
-		WorkDir: t.TempDir(), CacheDir: cache, Env: poetryEnv(t)}
+		WorkDir: t.TempDir(), CacheDir: cache, Env: wheeltest.PoetryEnv(t)}
 	env, err := Ensure(t.Context(), spec, log)
 	if err != nil {
 		t.Fatal(err)
@@ -274,7 +229,7 @@ func TestPoetry(t *testing.T) {
 	if !env.Installed {
 		t.Error("Installed = false")
 	}
-	if got := run(t, env.Python, "-c", "import tinypkg, poetryapp; print(tinypkg.VALUE, poetryapp.VALUE)"); got != "42 poetry root" {
+	if got := run(t, env.Python, "-c", "import tinypkg, poetryapp; print(tinypkg.VALUE, poetryapp.VALUE)"); got != "42 poetry poetryapp" {
 		t.Errorf("imports = %q", got)
 	}
 	if indexOf(*lines, "installing it with poetry instead of the task's requirements") < 0 || indexOf(*lines, "install --no-interaction") < 0 {

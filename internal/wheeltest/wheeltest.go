@@ -10,10 +10,13 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -181,4 +184,46 @@ func SystemWheel(t testing.TB, project string) (string, []byte) {
 		t.Fatal(err)
 	}
 	return filepath.Base(files[len(files)-1]), body
+}
+
+// PoetryEnv keeps poetry offline, non-interactive and away from the user's
+// cache and keyring (as PipEnv does for pip).
+func PoetryEnv(t testing.TB) []string {
+	return append(slices.Clone(PipEnv), "POETRY_CACHE_DIR="+t.TempDir(), "POETRY_NO_INTERACTION=1",
+		"PYTHON_KEYRING_BACKEND=keyring.backends.null.Keyring")
+}
+
+// PoetryProject writes a poetry project into dir: name, with a module of
+// that name setting VALUE, depending on deps (project -> constraint) from
+// the index at indexURL as its only source; then locks it with the real
+// poetry (poetry.lock is written). The test is skipped without poetry.
+func PoetryProject(t testing.TB, dir, name, indexURL string, deps map[string]string) {
+	t.Helper()
+	poetry, err := exec.LookPath("poetry")
+	if err != nil {
+		t.Skip("poetry not installed (apt-get install python3-poetry)")
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "[tool.poetry]\nname = %q\nversion = \"0.1.0\"\ndescription = \"\"\nauthors = [\"test <test@example.com>\"]\n\n", name)
+	b.WriteString("[tool.poetry.dependencies]\npython = \"^3.8\"\n")
+	for _, d := range slices.Sorted(maps.Keys(deps)) {
+		fmt.Fprintf(&b, "%s = %q\n", d, deps[d])
+	}
+	fmt.Fprintf(&b, "\n[[tool.poetry.source]]\nname = \"local\"\nurl = %q\ndefault = true\n\n", indexURL)
+	b.WriteString("[build-system]\nrequires = [\"poetry-core\"]\nbuild-backend = \"poetry.core.masonry.api\"\n")
+	if err := os.MkdirAll(filepath.Join(dir, name), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "pyproject.toml"), []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, name, "__init__.py"), []byte("VALUE = 'poetry "+name+"'\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(poetry, "lock")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), PoetryEnv(t)...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("poetry lock in %s: %v\n%s", dir, err, out)
+	}
 }
