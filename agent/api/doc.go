@@ -8,7 +8,10 @@
 // exponential backoff on connection errors and HTTP 429/502/503/504, and one
 // typed method per endpoint the agent uses, one file per service (auth.go,
 // queues.go, tasks.go, workers.go, events.go, projects.go). The wire types
-// shared with other packages live in types.go.
+// shared with other packages live in types.go. Every request field exists in
+// clearml-server's schema at the version the client puts in the URL, and
+// every answer field it decodes exists in the response schema; the tests
+// check both against internal/apischema.
 //
 // It must not: read clearml.conf or the environment (agent/config builds a
 // Config), fall back to the demo credentials, decide agent policy (which
