@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -33,8 +34,19 @@ func main() {
 	flag.StringVar(&cfg.FastPoll, "fast-poll", "0.5", "CLEARML_AGENT_QUEUE_POLL_FREQ_SEC of the task phases (not the idle one)")
 	flag.BoolVar(&cfg.NoRepo, "no-repo", false, "put the task scripts in script.diff instead of a git repository")
 	flag.BoolVar(&cfg.Keep, "keep", false, "keep the temporary directory (agent logs, clearml.conf)")
-	phases := flag.String("phases", "", "comma-separated subset of start,idle,tasks (default all)")
+	fleet := flag.String("fleet", "1,8", "comma-separated fleet sizes: idle agents run side by side for the PSS/USS/fault figures")
+	flag.DurationVar(&cfg.FleetSettle, "fleet-settle", 0, "idle time after the fleet registered, before the first sample (default 15s)")
+	flag.DurationVar(&cfg.FleetWindow, "fleet-window", 0, "idle window in which major faults are counted (default 60s)")
+	phases := flag.String("phases", "", "comma-separated subset of start,idle,fleet,tasks (default all)")
 	flag.Parse()
+	for _, s := range strings.Split(*fleet, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 {
+			fmt.Fprintf(os.Stderr, "clearml-bench: -fleet %q: want comma-separated agent counts such as 1,8\n", *fleet)
+			os.Exit(2)
+		}
+		cfg.FleetSizes = append(cfg.FleetSizes, n)
+	}
 	if *phases != "" {
 		cfg.Phases = strings.Split(*phases, ",")
 	}

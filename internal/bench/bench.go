@@ -26,19 +26,22 @@ const DefaultAgentCmd = "{agent} --config-file {conf} daemon --queue bench --for
 
 // Config says what to run and for how long.
 type Config struct {
-	AgentCmd   string        // template, see DefaultAgentCmd
-	AgentBin   string        // fills {agent}
-	Python     string        // python of the tasks (script.binary); default python3
-	Starts     int           // cold starts timed to workers.register/READY (besides the idle run); default 3
-	IdleSettle time.Duration // idle time before the RSS sample; default 10 s
-	IdleWindow time.Duration // window of the idle request count; default 30 s
-	Repeats    int           // warm get_next_task -> first line runs; default 5
-	Lines      int           // lines of the log relay task; default 1,000,000
-	FastPoll   string        // CLEARML_AGENT_QUEUE_POLL_FREQ_SEC for the task phases; default 0.5
-	NoRepo     bool          // tasks carry their script in script.diff instead of a git repository
-	Keep       bool          // keep the temporary directory (agent logs, conf)
-	Phases     []string      // subset of "start", "idle", "tasks"; empty runs all
-	Progress   io.Writer     // progress lines; nil discards
+	AgentCmd    string        // template, see DefaultAgentCmd
+	AgentBin    string        // fills {agent}
+	Python      string        // python of the tasks (script.binary); default python3
+	Starts      int           // cold starts timed to workers.register/READY (besides the idle run); default 3
+	IdleSettle  time.Duration // idle time before the RSS sample; default 10 s
+	IdleWindow  time.Duration // window of the idle request count; default 30 s
+	Repeats     int           // warm get_next_task -> first line runs; default 5
+	Lines       int           // lines of the log relay task; default 1,000,000
+	FastPoll    string        // CLEARML_AGENT_QUEUE_POLL_FREQ_SEC for the task phases; default 0.5
+	NoRepo      bool          // tasks carry their script in script.diff instead of a git repository
+	Keep        bool          // keep the temporary directory (agent logs, conf)
+	FleetSizes  []int         // idle agents run side by side in the fleet phase; default 1 and 8
+	FleetSettle time.Duration // idle time after the fleet registered, before the first sample; default 15 s
+	FleetWindow time.Duration // idle window in which the fleet's major faults are counted; default 60 s
+	Phases      []string      // subset of "start", "idle", "fleet", "tasks"; empty runs all
+	Progress    io.Writer     // progress lines; nil discards
 }
 
 func (c *Config) defaults() {
@@ -65,6 +68,15 @@ func (c *Config) defaults() {
 	}
 	if c.FastPoll == "" {
 		c.FastPoll = "0.5"
+	}
+	if len(c.FleetSizes) == 0 {
+		c.FleetSizes = []int{1, 8}
+	}
+	if c.FleetSettle <= 0 {
+		c.FleetSettle = 15 * time.Second
+	}
+	if c.FleetWindow <= 0 {
+		c.FleetWindow = 60 * time.Second
 	}
 	if c.Progress == nil {
 		c.Progress = io.Discard
@@ -151,6 +163,7 @@ func Run(ctx context.Context, cfg Config) ([]Figure, error) {
 	}{
 		{"start", h.phaseStart},
 		{"idle", h.phaseIdle},
+		{"fleet", h.phaseFleet},
 		{"tasks", h.phaseTasks},
 	}
 	for _, p := range phases {
