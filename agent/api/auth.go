@@ -114,7 +114,14 @@ func (c *Client) relogin(ctx context.Context, stale string) (string, error) {
 	if out.Token == "" {
 		return "", &LoginError{Host: c.host, HTTPStatus: 200, ResultCode: 200, ResultMsg: "data.token is empty", TokenMode: c.cfg.Token != ""}
 	}
-	info, iat := c.decodeToken(out.Token)
+	c.setToken(out.Token)
+	c.log.Debug("[api] logged in", "host", c.host, "api_version", c.info.APIVersion, "server_version", c.info.ServerVersion, "expires", c.info.Expires, "refresh_at", c.refresh)
+	return out.Token, nil
+}
+
+// setToken makes tok the session token and works out when to refresh it.
+func (c *Client) setToken(tok string) {
+	info, iat := c.decodeToken(tok)
 	now := c.now()
 	refresh := now.Add(100 * 365 * 24 * time.Hour)
 	if !info.Expires.IsZero() {
@@ -126,10 +133,8 @@ func (c *Client) relogin(ctx context.Context, stale string) (string, error) {
 		refresh = info.Expires.Add(-threshold)
 	}
 	c.mu.Lock()
-	c.token, c.info, c.refresh = out.Token, info, refresh
+	c.token, c.info, c.refresh = tok, info, refresh
 	c.mu.Unlock()
-	c.log.Debug("[api] logged in", "host", c.host, "api_version", info.APIVersion, "server_version", info.ServerVersion, "expires", info.Expires, "refresh_at", refresh)
-	return out.Token, nil
 }
 
 // decodeToken reads the JWT claims without verifying the signature (the

@@ -47,6 +47,11 @@ type Config struct {
 	AccessKey, SecretKey string
 	// Token is CLEARML_AUTH_TOKEN; it replaces key/secret (auth.login with Bearer).
 	Token string
+	// SessionToken is a session token that is still good (the daemon hands
+	// its own to each task child): calls use it at once, without auth.login,
+	// until it nears its expiry or the server rejects it; then the client logs
+	// in with the key and secret (or Token).
+	SessionToken string
 	// DefaultMethod is api.http.default_method / CLEARML_API_DEFAULT_REQ_METHOD:
 	// get (default), post or put. events.add_batch is always POST.
 	DefaultMethod string
@@ -106,7 +111,7 @@ func New(cfg Config) (*Client, error) {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("api.api_server %q: want an http(s) URL such as http://clearml-server:8008; fix api.api_server or CLEARML_API_HOST", cfg.Host)
 	}
-	if cfg.Token == "" && (cfg.AccessKey == "" || cfg.SecretKey == "") {
+	if cfg.Token == "" && cfg.SessionToken == "" && (cfg.AccessKey == "" || cfg.SecretKey == "") {
 		return nil, errors.New("missing credentials: set api.credentials.access_key/secret_key or CLEARML_API_ACCESS_KEY/CLEARML_API_SECRET_KEY")
 	}
 	method := strings.ToUpper(strings.TrimSpace(cfg.DefaultMethod))
@@ -162,7 +167,7 @@ func New(cfg Config) (*Client, error) {
 	h.Set("X-ClearML-Agent", agent)
 	h.Set("X-Trains-Agent", agent)
 	h.Set("Accept", "application/json")
-	return &Client{
+	c := &Client{
 		host:       host,
 		http:       hc,
 		method:     method,
@@ -171,7 +176,11 @@ func New(cfg Config) (*Client, error) {
 		cfg:        cfg,
 		log:        log,
 		now:        time.Now,
-	}, nil
+	}
+	if cfg.SessionToken != "" {
+		c.setToken(cfg.SessionToken)
+	}
+	return c, nil
 }
 
 func newHTTPClient(verify bool) *http.Client {

@@ -19,8 +19,16 @@ import (
 func newClient(g *Globals, cfg *config.Config, onRetry func(string, int, error), log *slog.Logger) (*api.Client, error) {
 	a := cfg.API()
 	host, _ := os.Hostname()
+	// CLEARML_AUTH_TOKEN is used as the session token at once (the daemon
+	// hands its own to each task child); with no key and secret it also logs
+	// in again when the token nears its expiry.
+	session := g.Getenv("CLEARML_AUTH_TOKEN")
+	var token string
+	if a.AccessKey == "" || a.SecretKey == "" {
+		token = session
+	}
 	return api.New(api.Config{
-		Host: a.APIServer, AccessKey: a.AccessKey, SecretKey: a.SecretKey, Token: g.Getenv("CLEARML_AUTH_TOKEN"),
+		Host: a.APIServer, AccessKey: a.AccessKey, SecretKey: a.SecretKey, Token: token, SessionToken: session,
 		DefaultMethod: a.DefaultMethod, VerifyCertificate: a.VerifyCertificate, WorkerHeader: host,
 		AgentVersion: Version, TokenExpirationThreshold: a.TokenExpirationThreshold, OnRetry: onRetry, Logger: log,
 	})
