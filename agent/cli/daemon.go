@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -20,13 +19,11 @@ import (
 	"github.com/alecthomas/kingpin/v2"
 
 	"github.com/gpufleet/clearml-agent-go/agent/api"
-	"github.com/gpufleet/clearml-agent-go/agent/config"
+	"github.com/gpufleet/clearml-agent-go/agent/executor"
 	"github.com/gpufleet/clearml-agent-go/agent/identity"
 	"github.com/gpufleet/clearml-agent-go/agent/process"
 	"github.com/gpufleet/clearml-agent-go/agent/stats"
-	"github.com/gpufleet/clearml-agent-go/agent/task"
 	"github.com/gpufleet/clearml-agent-go/agent/worker"
-	"github.com/gpufleet/clearml-agent-go/internal/memtrim"
 	"github.com/gpufleet/clearml-agent-go/internal/sdnotify"
 )
 
@@ -157,22 +154,27 @@ func runDaemon(ctx context.Context, g *Globals, f *daemonFlags) error {
 	}
 
 	devices := gpuEnv(f.gpus, f.cpuOnly)
-	runners := &reloadableRunner{}
-	build := func(c *config.Config) {
-		runners.set(task.NewRunner(client, taskSettings(g, c, wid, stateDir, devices, nil, log)))
+	// Every task runs in its own `clearml-agent execute` child, which reads
+	// the configuration afresh (so SIGHUP's reload reaches the next task),
+	// clones, builds the venv, runs the task and ships its log; the daemon
+	// polls, supervises, forwards aborts and reports.
+	runner, err := executor.New(executor.Config{
+		GlobalArgs: childGlobalArgs(g), Args: childArgs(f, stateDir), Env: childEnv(g.Env), WorkerID: wid,
+		Token: client.Token, API: client, Stderr: g.Stderr, Logger: log,
+	})
+	if err != nil {
+		return err
 	}
-	build(cfg)
+	venvsDir := agentCfg.VenvsDir
 
 	collector := stats.NewCollector(stats.Config{DiskPath: g.Home(), GPU: newGPUSampler(devices, log)})
 	wcfg := worker.Config{
 		WorkerID: wid, Queues: splitQueues(f.queues), OrderFairness: f.orderFairness, CreateQueue: f.createQueue,
 		Tags: f.tags, PollInterval: poll, ReportInterval: report, Services: services, ServicesMax: servicesMax,
-		Runner: runners, Notify: notify, Stats: collector, Logger: log, Out: g.Stdout,
+		Runner: runner, Notify: notify, Stats: collector, Logger: log, Out: g.Stdout,
 		NewServiceRunner: func(child string) worker.Runner {
-			s := runners.get().Settings()
-			s.WorkerID = child
-			s.VenvsDir = filepath.Join(s.VenvsDir, "services", strings.ReplaceAll(child, ":", "_"))
-			return task.NewRunner(client, s)
+			return runner.WithWorker(child, "--venvs-dir",
+				filepath.Join(venvsDir, "services", strings.ReplaceAll(child, ":", "_")))
 		},
 	}
 	daemon := worker.New(client, wcfg)
@@ -189,12 +191,13 @@ func runDaemon(ctx context.Context, g *Globals, f *daemonFlags) error {
 		n := 0
 		for s := range sigs {
 			if s == syscall.SIGHUP {
+				// Each task child reads the configuration itself; check it
+				// now so a broken edit is reported at once.
 				c, err := g.LoadConfig()
 				if err != nil {
-					log.Error("reload failed, keeping the old configuration", "err", err)
+					log.Error("the configuration does not load; tasks fail until it is fixed", "err", err)
 					continue
 				}
-				build(c)
 				log.Info("configuration reloaded; it applies from the next task", "file", c.File())
 				continue
 			}
@@ -234,7 +237,6 @@ func runDaemon(ctx context.Context, g *Globals, f *daemonFlags) error {
 	defer stopStats()
 	go sampleWhileBusy(statsCtx, collector, daemon)
 	go func() { _ = notify.RunWatchdog(statsCtx, daemon.Healthy) }()
-	go trimWhenIdle(statsCtx, notify, daemon, log)
 
 	err = daemon.Run(abortCtx)
 	switch {
@@ -252,6 +254,50 @@ func runDaemon(ctx context.Context, g *Globals, f *daemonFlags) error {
 	default:
 		return err
 	}
+}
+
+// childGlobalArgs are the global flags a task child needs to read the same
+// configuration as the daemon.
+func childGlobalArgs(g *Globals) []string {
+	var args []string
+	if g.ConfigFile != "" {
+		file := g.ConfigFile
+		if abs, err := filepath.Abs(file); err == nil {
+			file = abs
+		}
+		args = append(args, "--config-file", file)
+	}
+	if g.Debug {
+		args = append(args, "--debug")
+	}
+	return args
+}
+
+// childEnv is the daemon's environment without what systemd handed the
+// daemon alone (the notify socket, the watchdog, socket activation).
+func childEnv(env []string) []string {
+	out := make([]string, 0, len(env))
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		switch k {
+		case "NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES":
+			continue
+		}
+		out = append(out, kv)
+	}
+	return out
+}
+
+// childArgs are the execute flags that carry the daemon's task settings.
+func childArgs(f *daemonFlags, stateDir string) []string {
+	args := []string{"--log-level", f.logLevel, "--state-dir", stateDir}
+	switch {
+	case f.cpuOnly:
+		args = append(args, "--cpu-only")
+	case f.gpus != "":
+		args = append(args, "--gpus", f.gpus)
+	}
+	return args
 }
 
 // parseServices reads --services-mode's optional N.
@@ -298,15 +344,6 @@ func printRunning(w io.Writer, stateDir string) error {
 	return tw.Flush()
 }
 
-// reloadableRunner lets SIGHUP swap the task settings between tasks.
-type reloadableRunner struct{ p atomic.Pointer[task.Runner] }
-
-func (r *reloadableRunner) set(x *task.Runner) { r.p.Store(x) }
-func (r *reloadableRunner) get() *task.Runner  { return r.p.Load() }
-func (r *reloadableRunner) Run(ctx context.Context, id string, o task.Options) (task.Outcome, error) {
-	return r.get().Run(ctx, id, o)
-}
-
 func oneLine(err error) string {
 	s := strings.TrimSpace(err.Error())
 	if i := strings.IndexByte(s, '\n'); i >= 0 {
@@ -335,29 +372,6 @@ func (n *readyNotifier) Stopping() error {
 func (n *readyNotifier) Ready() error {
 	n.ready.Store(true)
 	return n.Notifier.Ready()
-}
-
-// trimWhenIdle gives back the start-up (or last task's) file pages once the
-// agent is idle: 5 s after start and 5 s after each task, once per idle
-// period (trimming again while idle would only re-read the same pages from
-// disk); see internal/memtrim.
-func trimWhenIdle(ctx context.Context, notify *readyNotifier, d *worker.Daemon, log *slog.Logger) {
-	t := time.NewTicker(5 * time.Second)
-	defer t.Stop()
-	trimmedAt := int64(-1) // Taken() when the last trim ran
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if n := d.Taken(); n != trimmedAt && d.Running() == 0 && notify.ready.Load() {
-			if _, err := memtrim.Executable(); err != nil {
-				log.Debug("could not trim memory", "err", err)
-			}
-			trimmedAt = n
-		}
-	}
 }
 
 // sampleWhileBusy samples machine stats every 5 s while a task runs, so GPU

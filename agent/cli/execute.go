@@ -10,54 +10,131 @@ import (
 
 	"github.com/alecthomas/kingpin/v2"
 
+	"github.com/gpufleet/clearml-agent-go/agent/api"
+	"github.com/gpufleet/clearml-agent-go/agent/executor"
 	"github.com/gpufleet/clearml-agent-go/agent/identity"
 	"github.com/gpufleet/clearml-agent-go/agent/task"
 )
 
 func init() { commands = append(commands, registerExecute) }
 
+// executeFlags are execute's settings. The hidden ones are set by the daemon,
+// which runs every task as an execute child (agent/executor).
+type executeFlags struct {
+	id       string
+	clone    bool
+	gpus     string
+	cpuOnly  bool
+	logLevel string
+
+	workerID   string // the daemon's worker id (or a services child's)
+	fromQueue  bool   // the daemon popped the task: no dequeue
+	eventsFD   int    // report loaded/started/outcome to the daemon
+	lifelineFD int    // end of file: the daemon is gone, abort
+	venvsDir   string // services mode: each service its own build dir
+	stateDir   string // the daemon's state directory (log spool)
+}
+
 func registerExecute(app *kingpin.Application, g *Globals) {
+	var f executeFlags
 	cmd := app.Command("execute", "Run one task now, without a queue; its output is printed and sent to the server. "+
 		"The exit status is the task's. SIGTERM or Ctrl-C aborts the task (SIGTERM to it, the grace period, SIGKILL) and marks it stopped.")
-	id := cmd.Flag("id", "The task id.").Required().String()
-	clone := cmd.Flag("clone", "Clone the task and run the clone.").Bool()
-	gpus := cmd.Flag("gpus", "GPUs for the task (CUDA_VISIBLE_DEVICES and NVIDIA_VISIBLE_DEVICES).").String()
-	cpuOnly := cmd.Flag("cpu-only", "Run the task without GPUs.").Envar("CLEARML_CPU_ONLY").Bool()
-	logLevel := cmd.Flag("log-level", "Log level of the agent and of the task (CLEARML_LOG_LEVEL).").Default("INFO").String()
-	g.Handle(cmd, func(ctx context.Context) error {
-		cfg, err := g.LoadConfig()
+	cmd.Flag("id", "The task id.").Required().StringVar(&f.id)
+	cmd.Flag("clone", "Clone the task and run the clone.").BoolVar(&f.clone)
+	cmd.Flag("gpus", "GPUs for the task (CUDA_VISIBLE_DEVICES and NVIDIA_VISIBLE_DEVICES).").StringVar(&f.gpus)
+	cmd.Flag("cpu-only", "Run the task without GPUs.").Envar("CLEARML_CPU_ONLY").BoolVar(&f.cpuOnly)
+	cmd.Flag("log-level", "Log level of the agent and of the task (CLEARML_LOG_LEVEL).").Default("INFO").StringVar(&f.logLevel)
+	cmd.Flag("worker-id", "Worker id the task runs under (set by the daemon).").Hidden().StringVar(&f.workerID)
+	cmd.Flag("from-queue", "The daemon pulled the task from a queue.").Hidden().BoolVar(&f.fromQueue)
+	cmd.Flag("events-fd", "Descriptor for the daemon's events pipe.").Hidden().IntVar(&f.eventsFD)
+	cmd.Flag("lifeline-fd", "Descriptor whose end of file means the daemon is gone.").Hidden().IntVar(&f.lifelineFD)
+	cmd.Flag("venvs-dir", "Build directory instead of agent.venvs_dir (services mode).").Hidden().StringVar(&f.venvsDir)
+	cmd.Flag("state-dir", "The daemon's state directory.").Hidden().StringVar(&f.stateDir)
+	g.Handle(cmd, func(ctx context.Context) error { return runExecute(ctx, g, &f) })
+}
+
+func runExecute(ctx context.Context, g *Globals, f *executeFlags) error {
+	// From the daemon: report to it, and abort when it is gone. Both pipes
+	// are taken before anything can fail, so the daemon hears the outcome.
+	var rep *executor.Reporter
+	if f.eventsFD > 0 {
+		r, err := executor.OpenReporter(f.eventsFD)
 		if err != nil {
 			return err
 		}
-		log := newLogger(g, *logLevel)
-		a := cfg.Agent()
-		wid := identity.WorkerID(identity.IDOptions{WorkerID: a.WorkerID, WorkerName: a.WorkerName, Getenv: g.Getenv, Mode: identity.Execute})
-		client, err := newClient(g, cfg, nil, log)
-		if err != nil {
+		rep = r
+		defer rep.Close()
+	}
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if f.lifelineFD > 0 {
+		ctx2, gone := context.WithCancel(ctx)
+		defer gone()
+		if err := executor.Lifeline(f.lifelineFD, gone); err != nil {
 			return err
 		}
-		if _, err := client.Login(ctx); err != nil {
-			return err
-		}
-		stateDir := filepath.Join(os.TempDir(), fmt.Sprintf("clearml-agent-execute-%d", os.Getpid()))
-		defer os.RemoveAll(stateDir)
-		s := taskSettings(g, cfg, wid, stateDir, gpuEnv(*gpus, *cpuOnly || a.CPUOnly), g.Stdout, log)
-		s.LogLevel = *logLevel
-		ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
-		defer stop()
-		out, err := task.NewRunner(client, s).Run(ctx, *id, task.Options{Clone: *clone})
-		if err != nil {
-			return err
-		}
+		ctx = ctx2
+	}
+	out, err := execute(ctx, g, f, rep)
+	rep.Outcome(out, err)
+	if err != nil {
+		return err
+	}
+	if rep == nil { // the daemon prints its own line for its children
 		fmt.Fprintf(g.Stderr, "task %s: %s (%s)\n", out.TaskID, orDash(out.Status), out.Reason)
-		switch {
-		case out.Exit.Code > 0:
-			return &ExitError{Code: out.Exit.Code}
-		case out.Status == "failed" || out.Exit.Code < 0:
-			return &ExitError{Code: 1}
+	}
+	switch {
+	case out.Exit.Code > 0:
+		return &ExitError{Code: out.Exit.Code}
+	case out.Status == "failed" || out.Exit.Code < 0:
+		return &ExitError{Code: 1}
+	}
+	return nil
+}
+
+func execute(ctx context.Context, g *Globals, f *executeFlags, rep *executor.Reporter) (task.Outcome, error) {
+	none := task.Outcome{TaskID: f.id}
+	cfg, err := g.LoadConfig()
+	if err != nil {
+		return none, err
+	}
+	log := newLogger(g, f.logLevel)
+	a := cfg.Agent()
+	wid := f.workerID
+	if wid == "" {
+		wid = identity.WorkerID(identity.IDOptions{WorkerID: a.WorkerID, WorkerName: a.WorkerName, Getenv: g.Getenv, Mode: identity.Execute})
+	}
+	client, err := newClient(g, cfg, nil, log)
+	if err != nil {
+		return none, err
+	}
+	if g.Getenv("CLEARML_AUTH_TOKEN") == "" {
+		// By hand: fail fast on bad credentials. A daemon child starts
+		// with the daemon's session token and needs no login.
+		if _, err := client.Login(ctx); err != nil {
+			return none, err
 		}
-		return nil
-	})
+	}
+	stateDir := f.stateDir
+	if stateDir == "" {
+		stateDir = filepath.Join(os.TempDir(), fmt.Sprintf("clearml-agent-execute-%d", os.Getpid()))
+		defer os.RemoveAll(stateDir)
+	}
+	echo := g.Stdout
+	if rep != nil {
+		echo = nil // the daemon's children send the log to the server only
+	}
+	s := taskSettings(g, cfg, wid, stateDir, gpuEnv(f.gpus, f.cpuOnly || a.CPUOnly), echo, log)
+	s.LogLevel = f.logLevel
+	if f.venvsDir != "" {
+		s.VenvsDir = f.venvsDir
+	}
+	o := task.Options{Clone: f.clone, FromQueue: f.fromQueue}
+	if rep != nil {
+		o.Loaded = func(t *api.Task) { rep.Loaded(t) }
+		o.Started = rep.Started
+	}
+	return task.NewRunner(client, s).Run(ctx, f.id, o)
 }
 
 func orDash(s string) string {

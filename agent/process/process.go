@@ -299,6 +299,17 @@ func KillAll() {
 	}
 }
 
+// Track adds a process group that this process started by other means (the
+// daemon's `execute` children, the tasks they report) to the ones KillAll
+// takes down; call the returned function once the group is gone.
+func Track(pgid int) (untrack func()) {
+	if pgid <= 1 {
+		return func() {}
+	}
+	live.add(pgid)
+	return func() { live.remove(pgid) }
+}
+
 // signalGroup signals every process in group pgid; ESRCH (gone) is not an error.
 func signalGroup(pgid int, sig syscall.Signal) error {
 	err := syscall.Kill(-pgid, sig)

@@ -144,6 +144,57 @@ func TestThirdSIGTERMExits(t *testing.T) {
 	if !strings.Contains(a.stderr.String(), "exiting at once") {
 		t.Errorf("stderr does not say it exits at once:\n%s", a.stderr.String())
 	}
+	// The task ran in an execute child; neither outlives the agent.
+	pid := e.taskPID(id)
+	waitFor(t, "the task process gone", func() bool { return pid > 0 && !alive(pid) })
+}
+
+// Every task runs in a `clearml-agent execute` child of the daemon, under the
+// daemon's worker id, handed the daemon's session token (no second login).
+func TestTaskRunsInExecuteChild(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t)
+	repo := gitRepo(t)
+	e := newEnv(t, srv.URL)
+	a := startAgent(t, e, "daemon", "--queue", "q", "--create-queue", "--cpu-only")
+	a.noteIs("READY=1")
+	logins := srv.Requests()["auth.login"]
+	id := srv.newTask(t, repo, "parent", "parent.sh", "bash")
+	srv.enqueue(t, id, "q")
+	srv.waitStatus(t, id, api.StatusCompleted)
+	log := srv.logText(id)
+	for _, want := range []string{" execute --id " + id + " ", "--from-queue", "--worker-id " + hostname(t) + ":cpu", "--cpu-only"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("the task's parent command line lacks %q:\n%s", want, log)
+		}
+	}
+	if n := srv.Requests()["auth.login"]; n != logins {
+		t.Errorf("auth.login calls went from %d to %d while the task ran; the child should use the daemon's token", logins, n)
+	}
+	a.signal(syscall.SIGTERM)
+	if code := a.wait(); code != 0 {
+		t.Errorf("exit status %d, want 0", code)
+	}
+}
+
+// When the daemon dies at once (SIGKILL, an OOM kill), its execute child
+// notices (the lifeline pipe closes), aborts the task and marks it stopped:
+// no task runs on without an agent.
+func TestDaemonKilledTaskStopped(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t)
+	repo := gitRepo(t)
+	e := newEnv(t, srv.URL).with("CLEARML_AGENT__AGENT__ABORT_GRACE_PERIOD_SEC=5")
+	id := srv.newTask(t, repo, "orphan", "wait.sh", "bash")
+	t.Cleanup(func() { e.killTaskGroup(id) })
+	srv.enqueue(t, id, "q")
+	a := startAgent(t, e, "daemon", "--queue", "q", "--cpu-only")
+	waitFor(t, "task started", func() bool { return strings.Contains(srv.logText(id), "started "+id) })
+	a.signal(syscall.SIGKILL)
+	a.wait()
+	srv.waitStatus(t, id, api.StatusStopped)
+	pid := e.taskPID(id)
+	waitFor(t, "the task process gone", func() bool { return pid > 0 && !alive(pid) })
 }
 
 // SIGHUP reloads clearml.conf: the next task sees the new agent.environment.

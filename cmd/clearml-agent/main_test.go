@@ -113,6 +113,8 @@ echo $$ > "$GATE/$CLEARML_TASK_ID.pid"
 echo "started $CLEARML_TASK_ID"
 while true; do sleep 0.05; done
 `,
+		// parent.sh prints the command line of the process that started it.
+		"parent.sh": `echo "parent: $(tr '\0' ' ' < /proc/$PPID/cmdline)"` + "\n",
 		"main.py": `import os, sys
 print("hello from python", os.environ.get("CLEARML_TASK_ID", ""))
 for i in range(3):
@@ -245,6 +247,17 @@ func (e *env) release(t *testing.T, id string) {
 
 // killTaskGroup SIGKILLs the process group a gate script recorded (cleanup
 // for tasks an agent left behind on purpose).
+// taskPID is the pid wait.sh or stubborn.sh of task id wrote (0 if none).
+func (e *env) taskPID(id string) int {
+	b, err := os.ReadFile(filepath.Join(e.gate, id+".pid"))
+	if err != nil {
+		return 0
+	}
+	var pid int
+	_, _ = fmt.Sscan(string(b), &pid)
+	return pid
+}
+
 func (e *env) killTaskGroup(id string) {
 	b, err := os.ReadFile(filepath.Join(e.gate, id+".pid"))
 	if err != nil {

@@ -1,0 +1,217 @@
+package executor
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/gpufleet/clearml-agent-go/agent/api"
+	"github.com/gpufleet/clearml-agent-go/agent/process"
+	"github.com/gpufleet/clearml-agent-go/agent/task"
+)
+
+// API is what the daemon side needs from the server: marking a task failed
+// when its child died without saying how the task ended.
+type API interface {
+	Failed(ctx context.Context, req api.StatusRequest) (api.Updated, error)
+}
+
+// Config says how to start the children.
+type Config struct {
+	Binary     string   // the clearml-agent binary; "" = this executable
+	GlobalArgs []string // flags before "execute", e.g. --config-file F
+	Args       []string // flags after "execute --id T", e.g. --gpus 0 --log-level INFO
+	Env        []string // the child's environment; CLEARML_AUTH_TOKEN is set from Token
+	WorkerID   string   // the worker the task runs under (execute --worker-id)
+
+	// Token returns the daemon's session token for the child; nil (or an
+	// error) lets the child log in itself.
+	Token func(ctx context.Context) (string, error)
+
+	API    API
+	Stderr io.Writer // the child's own messages (not the task's output); nil discards
+	Logger *slog.Logger
+}
+
+// Runner runs each task in its own `clearml-agent execute` child. It
+// implements the daemon's task runner and is safe for concurrent use
+// (services mode).
+type Runner struct{ cfg Config }
+
+// New returns a Runner.
+func New(cfg Config) (*Runner, error) {
+	if cfg.Binary == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("finding the clearml-agent binary for task children: %w", err)
+		}
+		cfg.Binary = exe
+	}
+	if cfg.Stderr == nil {
+		cfg.Stderr = io.Discard
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Runner{cfg: cfg}, nil
+}
+
+// WithWorker returns a Runner whose children run under another worker id and
+// with extra arguments (a services-mode child: its own worker and venvs dir).
+func (r *Runner) WithWorker(workerID string, extraArgs ...string) *Runner {
+	c := r.cfg
+	c.WorkerID = workerID
+	c.Args = append(append([]string(nil), c.Args...), extraArgs...)
+	return &Runner{cfg: c}
+}
+
+// Command is the child's command line for task id (without the binary).
+func (r *Runner) Command(id string, o task.Options) []string {
+	args := append(append([]string(nil), r.cfg.GlobalArgs...), "execute", "--id", id,
+		"--events-fd", strconv.Itoa(EventsFD), "--lifeline-fd", strconv.Itoa(LifelineFD))
+	if r.cfg.WorkerID != "" {
+		args = append(args, "--worker-id", r.cfg.WorkerID)
+	}
+	if o.FromQueue {
+		args = append(args, "--from-queue")
+	}
+	if o.Clone {
+		args = append(args, "--clone")
+	}
+	return append(args, r.cfg.Args...)
+}
+
+// Run starts the child for task id and waits for it. Cancelling ctx aborts
+// the task: the child gets SIGTERM and reports the task stopped. When the
+// child dies without reporting how the task ended, the task is marked failed
+// with the reason, and Run returns an error.
+func (r *Runner) Run(ctx context.Context, id string, o task.Options) (task.Outcome, error) {
+	env := append([]string(nil), r.cfg.Env...)
+	if r.cfg.Token != nil {
+		if tok, err := r.cfg.Token(ctx); err == nil && tok != "" {
+			env = append(env, "CLEARML_AUTH_TOKEN="+tok)
+		} else if err != nil {
+			r.cfg.Logger.Debug("no session token for the task child; it logs in itself", "err", err)
+		}
+	}
+	evR, evW, err := os.Pipe()
+	if err != nil {
+		return task.Outcome{TaskID: id}, fmt.Errorf("task %s: events pipe: %w", id, err)
+	}
+	defer evR.Close()
+	lifeR, lifeW, err := os.Pipe()
+	if err != nil {
+		evW.Close()
+		return task.Outcome{TaskID: id}, fmt.Errorf("task %s: lifeline pipe: %w", id, err)
+	}
+	defer lifeW.Close()
+
+	cmd := exec.Command(r.cfg.Binary, r.Command(id, o)...)
+	cmd.Env = env
+	cmd.Stderr = r.cfg.Stderr
+	cmd.ExtraFiles = []*os.File{evW, lifeR} // fds 3 and 4
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	err = cmd.Start()
+	evW.Close()
+	lifeR.Close()
+	if err != nil {
+		return task.Outcome{TaskID: id}, r.fail(ctx, id, fmt.Sprintf("could not start the execute process %s: %v", r.cfg.Binary, err))
+	}
+	untrack := process.Track(cmd.Process.Pid)
+	defer untrack()
+
+	var (
+		mu      sync.Mutex
+		got     *event
+		untasks []func()
+	)
+	defer func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, u := range untasks {
+			u()
+		}
+	}()
+	read := make(chan struct{})
+	go func() {
+		defer close(read)
+		sc := bufio.NewScanner(evR)
+		sc.Buffer(make([]byte, 64<<10), 4<<20)
+		for sc.Scan() {
+			var e event
+			if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+				r.cfg.Logger.Warn("unreadable event from the task child", "task", id, "line", sc.Text())
+				continue
+			}
+			switch e.Kind {
+			case "loaded":
+				if o.Loaded != nil {
+					o.Loaded(&api.Task{ID: e.TaskID, Name: e.Name})
+				}
+			case "started":
+				mu.Lock()
+				untasks = append(untasks, process.Track(e.PID))
+				mu.Unlock()
+				if o.Started != nil {
+					o.Started(e.PID)
+				}
+			case "outcome":
+				mu.Lock()
+				got = &e
+				mu.Unlock()
+			}
+		}
+	}()
+
+	waited := make(chan error, 1)
+	go func() { waited <- cmd.Wait() }()
+	var werr error
+	select {
+	case werr = <-waited:
+	case <-ctx.Done():
+		r.cfg.Logger.Info("aborting the task: SIGTERM to its execute process", "task", id, "pid", cmd.Process.Pid)
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		werr = <-waited
+	}
+	select {
+	case <-read:
+	case <-time.After(5 * time.Second): // something still holds the pipe open
+		evR.Close()
+		<-read
+	}
+	mu.Lock()
+	e := got
+	mu.Unlock()
+	if e != nil {
+		return e.outcome()
+	}
+	how := "exit status 0"
+	if werr != nil {
+		how = werr.Error()
+	}
+	return task.Outcome{TaskID: id, Status: "failed"},
+		r.fail(ctx, id, fmt.Sprintf("the execute process ended (%s) without reporting how the task ended", how))
+}
+
+// fail marks the task failed with reason (best effort) and returns reason as
+// the run's error.
+func (r *Runner) fail(ctx context.Context, id, reason string) error {
+	if r.cfg.API != nil {
+		c, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if _, err := r.cfg.API.Failed(c, api.StatusRequest{Task: id, Force: true,
+			StatusReason: "agent error: " + reason, StatusMessage: "agent error"}); err != nil {
+			r.cfg.Logger.Warn("could not mark the task failed", "task", id, "err", err)
+		}
+	}
+	return fmt.Errorf("task %s: %s", id, reason)
+}

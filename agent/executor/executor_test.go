@@ -1,0 +1,207 @@
+package executor
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gpufleet/clearml-agent-go/agent/api"
+	"github.com/gpufleet/clearml-agent-go/agent/task"
+)
+
+// The test binary plays the execute child when EXECUTOR_TEST_CHILD names a
+// behaviour; the daemon side under test starts it like the real one.
+func TestMain(m *testing.M) {
+	if mode := os.Getenv("EXECUTOR_TEST_CHILD"); mode != "" {
+		child(mode)
+		return
+	}
+	os.Exit(m.Run())
+}
+
+func child(mode string) {
+	rep, err := OpenReporter(EventsFD)
+	if err != nil {
+		os.Stderr.WriteString(err.Error() + "\n")
+		os.Exit(3)
+	}
+	if err := Lifeline(LifelineFD, func() {}); err != nil {
+		os.Exit(3)
+	}
+	id := argAfter("--id")
+	switch mode {
+	case "ok":
+		rep.Loaded(&api.Task{ID: id, Name: "train " + os.Getenv("CLEARML_AUTH_TOKEN")})
+		rep.Started(os.Getpid())
+		rep.Outcome(task.Outcome{TaskID: id, Status: "completed", Reason: "worker execution done"}, nil)
+	case "crash":
+		rep.Loaded(&api.Task{ID: id})
+		panic("setup blew up")
+	case "abort":
+		sig := make(chan os.Signal, 1)
+		signalNotify(sig)
+		rep.Started(os.Getpid())
+		<-sig
+		rep.Outcome(task.Outcome{TaskID: id, Status: "stopped", Reason: "aborted by SIGTERM"}, nil)
+	case "fds":
+		// A grandchild (the task) must not inherit the two pipes.
+		out, _ := exec.Command("/bin/sh", "-c", "ls /proc/self/fd").Output()
+		rep.Outcome(task.Outcome{TaskID: id, Status: "completed", Reason: strings.Join(strings.Fields(string(out)), ",")}, nil)
+	}
+	rep.Close()
+}
+
+func argAfter(flag string) string {
+	for i, a := range os.Args {
+		if a == flag && i+1 < len(os.Args) {
+			return os.Args[i+1]
+		}
+	}
+	return ""
+}
+
+type fakeAPI struct {
+	mu     sync.Mutex
+	failed []api.StatusRequest
+}
+
+func (f *fakeAPI) Failed(_ context.Context, req api.StatusRequest) (api.Updated, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.failed = append(f.failed, req)
+	return api.Updated{Updated: 1}, nil
+}
+
+func newRunner(t *testing.T, mode string, a API) *Runner {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := New(Config{
+		Binary: exe, GlobalArgs: []string{"-test.run=^$"}, Args: []string{"--log-level", "INFO"},
+		Env:      append(os.Environ(), "EXECUTOR_TEST_CHILD="+mode),
+		WorkerID: "host:gpu0", API: a,
+		Token: func(context.Context) (string, error) { return "tok-123", nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func TestRunReportsChildEvents(t *testing.T) {
+	t.Parallel()
+	var loaded *api.Task
+	var started int
+	out, err := newRunner(t, "ok", nil).Run(t.Context(), "t1", task.Options{FromQueue: true,
+		Loaded:  func(tk *api.Task) { loaded = tk },
+		Started: func(pid int) { started = pid },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.TaskID != "t1" || out.Status != "completed" || out.Reason != "worker execution done" {
+		t.Errorf("outcome = %+v", out)
+	}
+	if loaded == nil || loaded.ID != "t1" || loaded.Name != "train tok-123" {
+		t.Errorf("Loaded got %+v; want task t1 named with the handed session token", loaded)
+	}
+	if started <= 0 {
+		t.Errorf("Started got pid %d", started)
+	}
+}
+
+func TestCommandLine(t *testing.T) {
+	t.Parallel()
+	r := newRunner(t, "ok", nil).WithWorker("host:gpu0:service:t9", "--venvs-dir", "/v/s")
+	got := strings.Join(r.Command("t9", task.Options{FromQueue: true}), " ")
+	want := "-test.run=^$ execute --id t9 --events-fd 3 --lifeline-fd 4 --worker-id host:gpu0:service:t9 --from-queue --log-level INFO --venvs-dir /v/s"
+	if got != want {
+		t.Errorf("command line\n got %s\nwant %s", got, want)
+	}
+}
+
+func TestChildCrashFailsTheTask(t *testing.T) {
+	t.Parallel()
+	a := &fakeAPI{}
+	out, err := newRunner(t, "crash", a).Run(t.Context(), "t2", task.Options{FromQueue: true})
+	if err == nil || !strings.Contains(err.Error(), "without reporting how the task ended") {
+		t.Fatalf("err = %v; want the child's death reported", err)
+	}
+	if out.Status != "failed" {
+		t.Errorf("outcome status = %q, want failed", out.Status)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.failed) != 1 || a.failed[0].Task != "t2" || !a.failed[0].Force || !strings.Contains(a.failed[0].StatusReason, "exit status 2") {
+		t.Errorf("tasks.failed calls = %+v; want one for t2 naming the exit status", a.failed)
+	}
+}
+
+func TestCancelAbortsThroughTheChild(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(t.Context())
+	started := make(chan struct{})
+	go func() {
+		<-started
+		cancel()
+	}()
+	out, err := newRunner(t, "abort", nil).Run(ctx, "t3", task.Options{Started: func(int) { close(started) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Status != "stopped" || out.Reason != "aborted by SIGTERM" {
+		t.Errorf("outcome = %+v; want the child's stopped report", out)
+	}
+}
+
+func TestPipesNotInheritedByTheTask(t *testing.T) {
+	t.Parallel()
+	out, err := newRunner(t, "fds", nil).Run(t.Context(), "t4", task.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// ls itself opens one descriptor (3) for the directory; 4 must not be there.
+	for _, fd := range strings.Split(out.Reason, ",") {
+		if fd == "4" || fd == "5" {
+			t.Errorf("the task inherited fd %s (fds %s)", fd, out.Reason)
+		}
+	}
+}
+
+func TestLifelineEOF(t *testing.T) {
+	t.Parallel()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd, err := syscall.Dup(int(r.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	gone := make(chan struct{})
+	if err := Lifeline(fd, func() { close(gone) }); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	select {
+	case <-gone:
+	case <-time.After(time.Minute):
+		t.Fatal("gone not called after the write end closed")
+	}
+}
+
+func TestOpenReporterBadFD(t *testing.T) {
+	t.Parallel()
+	_, err := OpenReporter(987)
+	if err == nil || !strings.Contains(err.Error(), "events fd 987") {
+		t.Errorf("err = %v", err)
+	}
+}
