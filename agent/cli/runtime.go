@@ -77,6 +77,10 @@ func taskSettings(g *Globals, cfg *config.Config, workerID, stateDir string, dev
 		Echo:                   echo,
 		Logger:                 log,
 	}
+	pm := a.PackageManager
+	s.PackageManager, s.PipVersion, s.PoetryArgs = pm.Type, pm.PipVersion, pm.PoetryInstallExtraArgs
+	s.PriorityPackages, s.PriorityOptionalPackages = pm.PriorityPackages, pm.PriorityOptionalPackages
+	s.ForceRepoRequirements, s.ForceOriginalRequirements = pm.ForceRepoRequirementsTxt, pm.ForceOriginalRequirements
 	if a.TaskPingInterval == 0 {
 		s.PingInterval = -1
 	}

@@ -1,7 +1,9 @@
 // Package task runs one ClearML task in venv mode, the same code for
 // `clearml-agent execute --id T` and for the daemon: read the task, mark it
-// started, clone its repository (agent/repo), build or reuse its Python
-// environment (agent/pyenv), run the entry point as a supervised process
+// started, clone its repository (agent/repo), pick its requirements (the
+// stored script.requirements.pip, or the repository's requirements.txt when
+// it stores none or with force_repo_requirements_txt), build or reuse its
+// Python environment (agent/pyenv), run the entry point as a supervised process
 // group (agent/process), ship every output line to the server
 // (agent/logship), watch for aborts and ping the task, and report the final
 // status after the last log line was flushed.

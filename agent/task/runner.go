@@ -59,6 +59,15 @@ type Settings struct {
 	VenvsCache             string // "" disables the venv cache
 	VenvsCacheMax          int
 
+	// Packages (agent.package_manager.*).
+	PackageManager            string   // type: pip, uv or poetry
+	PipVersion                []string // pip_version; empty leaves pip alone
+	PriorityPackages          []string
+	PriorityOptionalPackages  []string
+	ForceRepoRequirements     bool // force_repo_requirements_txt
+	ForceOriginalRequirements bool // force_original_requirements
+	PoetryArgs                []string
+
 	// Process.
 	Env                []string // the task's base environment (nil = the agent's own)
 	ExtraEnv           map[string]string
@@ -310,21 +319,21 @@ func (ru *run) execute(ctx context.Context, o Options) Outcome {
 	// Python environment, only for python entry points.
 	var env *pyenv.Env
 	if kind == kindPython {
-		reqs := ""
-		if sc.Requirements != nil {
-			reqs = sc.Requirements.Pip
-		}
+		reqs := ru.requirements(sc, codeDir)
 		env, err = pyenv.Ensure(work, pyenv.Spec{
 			PythonBinary: sc.Binary, PythonFallbacks: r.s.PythonFallbacks, IgnoreRequestedVersion: r.s.IgnoreRequestedVersion,
-			Requirements: reqs, IndexURL: r.s.IndexURL, ExtraIndexURLs: r.s.ExtraIndexURLs, ExtraPipFlags: r.s.ExtraPipFlags,
+			Requirements: reqs.text, RequirementsFile: reqs.file, RequirementsDir: reqs.dir,
+			Manager: r.s.PackageManager, ProjectDirs: codeDirs(codeDir, ru.codeRoot), PoetryArgs: r.s.PoetryArgs,
+			PipVersion: r.s.PipVersion, PriorityPackages: r.s.PriorityPackages, PriorityOptionalPackages: r.s.PriorityOptionalPackages,
+			IndexURL: r.s.IndexURL, ExtraIndexURLs: r.s.ExtraIndexURLs, ExtraPipFlags: r.s.ExtraPipFlags,
 			SystemSitePackages: r.s.SystemSitePackages, WorkDir: r.s.VenvsDir, CacheDir: r.s.VenvsCache,
 			CacheMaxEntries: r.s.VenvsCacheMax, Env: r.baseEnv(ru.id, nil),
 		}, ru.logLine)
 		if err != nil {
 			return fail("failed setting up the python environment", err)
 		}
-		if reqs != "" {
-			ru.reportRequirements(work, env, sc.Requirements)
+		if env.Installed {
+			ru.reportRequirements(work, env, sc.Requirements, reqs.text)
 		}
 	}
 
@@ -389,23 +398,83 @@ func (ru *run) finish(out *Outcome) {
 	}
 }
 
-// reportRequirements stores what pip installed on the task, as the Python
-// agent does: the freeze becomes requirements.pip, and the requested list is
-// kept once in org_pip.
-func (ru *run) reportRequirements(ctx context.Context, env *pyenv.Env, req *api.Requirements) {
+// reportRequirements stores what was installed on the task, as the Python
+// agent does: the freeze becomes requirements.pip, and the requested list
+// (the stored one, else what was installed, e.g. the repository's
+// requirements.txt) is kept once in org_pip.
+func (ru *run) reportRequirements(ctx context.Context, env *pyenv.Env, req *api.Requirements, installed string) {
 	frozen, err := pyenv.Freeze(ctx, env)
 	if err != nil {
 		ru.r.s.Logger.Debug("pip freeze failed", "task", ru.id, "err", err)
 		return
 	}
-	out := *req
+	var out api.Requirements
+	if req != nil {
+		out = *req
+	}
 	if out.OrgPip == "" {
-		out.OrgPip = req.Pip
+		out.OrgPip = out.Pip
+	}
+	if out.OrgPip == "" {
+		out.OrgPip = installed
 	}
 	out.Pip = frozen
 	if _, err := ru.r.api.SetRequirements(ctx, ru.id, out); err != nil {
 		ru.r.s.Logger.Debug("tasks.set_requirements failed", "task", ru.id, "err", err)
 	}
+}
+
+// taskRequirements is what pip installs: the text, the file it was read
+// from ("" for the task's stored requirements) and the directory relative
+// paths in it resolve against.
+type taskRequirements struct{ text, file, dir string }
+
+// requirements picks the task's requirements (reference 3.1 step 8, 3.4
+// step 3): script.requirements.pip (org_pip with force_original_requirements),
+// or, when the task stores none or with force_repo_requirements_txt, the
+// repository's requirements.txt: the working dir's, else the repository
+// root's. An empty pip value counts as none stored: api.Requirements does
+// not tell it from a missing one.
+func (ru *run) requirements(sc *api.Script, codeDir string) taskRequirements {
+	s := ru.r.s
+	stored := ""
+	if rq := sc.Requirements; rq != nil {
+		stored = rq.Pip
+		if s.ForceOriginalRequirements && strings.TrimSpace(rq.OrgPip) != "" {
+			ru.info("agent.package_manager.force_original_requirements: installing the task's original requirements (org_pip)")
+			stored = rq.OrgPip
+		}
+	}
+	hasStored := strings.TrimSpace(stored) != ""
+	if hasStored && !s.ForceRepoRequirements {
+		return taskRequirements{text: stored, dir: ru.codeRoot}
+	}
+	for _, d := range codeDirs(codeDir, ru.codeRoot) {
+		p := filepath.Join(d, "requirements.txt")
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		rel, _ := filepath.Rel(ru.codeRoot, p)
+		if hasStored {
+			ru.info("agent.package_manager.force_repo_requirements_txt: installing the repository's %s instead of the task's requirements", rel)
+		} else {
+			ru.info("The task stores no requirements: installing the repository's %s", rel)
+		}
+		return taskRequirements{text: string(b), file: p, dir: d}
+	}
+	if hasStored {
+		ru.info("agent.package_manager.force_repo_requirements_txt: the repository has no requirements.txt; the task's stored requirements are not installed")
+	}
+	return taskRequirements{dir: ru.codeRoot}
+}
+
+// codeDirs is the working dir, then the repository root when it differs.
+func codeDirs(codeDir, root string) []string {
+	if filepath.Clean(codeDir) == filepath.Clean(root) {
+		return []string{codeDir}
+	}
+	return []string{codeDir, root}
 }
 
 // logLine sends a setup progress line to the task log.
