@@ -3,7 +3,7 @@
 # everything is present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-pkgs=(git python3 python3-venv python3-pip python3-wheel systemd-container debootstrap busybox-static openssh-server openssh-client)
+pkgs=(git python3 python3-venv python3-pip python3-pip-whl python3-wheel python3-poetry systemd-container debootstrap busybox-static openssh-server openssh-client)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
