@@ -117,17 +117,16 @@ func (ins *installer) requirements(ctx context.Context) error {
 			return err
 		}
 	}
-	rest, err := ins.priority(ctx)
+	cwd := spec.RequirementsDir
+	if cwd == "" {
+		cwd = filepath.Dir(ins.dir)
+	}
+	rest, err := ins.priority(ctx, cwd)
 	if err != nil {
 		return err
 	}
 	if len(rest) == 0 {
 		return nil
-	}
-
-	cwd := spec.RequirementsDir
-	if cwd == "" {
-		cwd = filepath.Dir(ins.dir)
 	}
 	file := spec.RequirementsFile
 	if file == "" || len(rest) != len(requirementLines(spec.Requirements)) {
@@ -223,9 +222,9 @@ func pipRequirement(v string) string {
 }
 
 // priority installs the requirements named in the priority settings one by
-// one, in the settings' order, and returns the requirement lines left for
+// one, in the settings' order, in cwd, and returns the requirement lines left for
 // the main install (all of them, less the optional ones that failed).
-func (ins *installer) priority(ctx context.Context) ([]string, error) {
+func (ins *installer) priority(ctx context.Context, cwd string) ([]string, error) {
 	lines := requirementLines(ins.spec.Requirements)
 	type pick struct {
 		line     string
@@ -248,7 +247,7 @@ func (ins *installer) priority(ctx context.Context) ([]string, error) {
 	drop := map[string]bool{}
 	for _, p := range picks {
 		ins.log("installing priority package " + p.line)
-		out, err := ins.install(ctx, filepath.Dir(ins.dir), p.line)
+		out, err := ins.install(ctx, cwd, p.line)
 		if err == nil {
 			continue
 		}

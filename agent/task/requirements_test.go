@@ -51,7 +51,7 @@ func TestRepoRequirementsTxt(t *testing.T) {
 	if got := strings.Join(f.output(id), "\n"); got != "42 lib False" {
 		t.Errorf("output %q, want the working dir's requirements only", got)
 	}
-	if log := f.fullLog(id); !strings.Contains(log, "The task stores no requirements: installing the repository's sub/requirements.txt") {
+	if log := f.fullLog(id); !strings.Contains(log, "The task stores no requirements: using the repository's sub/requirements.txt") {
 		t.Errorf("no line naming the requirements file:\n%s", log)
 	}
 	req := f.emu.Task(id).Script.Requirements
@@ -81,7 +81,7 @@ func TestForceRepoRequirementsTxt(t *testing.T) {
 	if got := strings.Join(f.output(id), "\n"); got != "42" {
 		t.Errorf("output %q", got)
 	}
-	if log := f.fullLog(id); !strings.Contains(log, "force_repo_requirements_txt: installing the repository's requirements.txt instead of the task's requirements") {
+	if log := f.fullLog(id); !strings.Contains(log, "force_repo_requirements_txt: using the repository's requirements.txt instead of the task's requirements") {
 		t.Errorf("no force_repo_requirements_txt line:\n%s", log)
 	}
 	if req := f.emu.Task(id).Script.Requirements; req.OrgPip != "no-such-package==1.0\n" {

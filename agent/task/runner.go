@@ -457,9 +457,9 @@ func (ru *run) requirements(sc *api.Script, codeDir string) taskRequirements {
 		}
 		rel, _ := filepath.Rel(ru.codeRoot, p)
 		if hasStored {
-			ru.info("agent.package_manager.force_repo_requirements_txt: installing the repository's %s instead of the task's requirements", rel)
+			ru.info("agent.package_manager.force_repo_requirements_txt: using the repository's %s instead of the task's requirements", rel)
 		} else {
-			ru.info("The task stores no requirements: installing the repository's %s", rel)
+			ru.info("The task stores no requirements: using the repository's %s", rel)
 		}
 		return taskRequirements{text: string(b), file: p, dir: d}
 	}
