@@ -359,14 +359,20 @@ func (ins *installer) poetryInstall(ctx context.Context) error {
 	return nil
 }
 
+// urlPassword matches the password of a URL with credentials (an index URL
+// such as https://user:token@host/simple), masked in the task log as pip
+// masks it in its own output.
+var urlPassword = regexp.MustCompile(`(://[^/:@\s]+):[^@/\s]+@`)
+
 // run runs name in cwd, sends each output line to the task log as it comes
-// (after the command line itself) and returns the whole output.
+// (after the command line itself, index passwords masked) and returns the
+// whole output.
 func (ins *installer) run(ctx context.Context, cwd string, env []string, name string, args ...string) (string, error) {
 	show := filepath.Base(name)
 	if name == ins.python() {
 		show = "python"
 	}
-	ins.log(fmt.Sprintf("[%s]$ %s %s", cwd, show, strings.Join(args, " ")))
+	ins.log(fmt.Sprintf("[%s]$ %s %s", cwd, show, urlPassword.ReplaceAllString(strings.Join(args, " "), "$1:****@")))
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Dir = cwd
 	cmd.Env = env

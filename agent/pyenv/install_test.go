@@ -344,3 +344,12 @@ func TestUV(t *testing.T) {
 		t.Errorf("uv calls %q, want %q", b, want)
 	}
 }
+
+func TestCommandLineMasksIndexPassword(t *testing.T) {
+	log, lines := collect(t)
+	ins := &installer{dir: t.TempDir(), log: log}
+	ins.run(t.Context(), t.TempDir(), nil, "true", "--index-url", "https://user:s3cr3t@pypi.internal/simple", "--extra-index-url", "http://h:1/simple")
+	if got, want := (*lines)[0], "true --index-url https://user:****@pypi.internal/simple --extra-index-url http://h:1/simple"; !strings.HasSuffix(got, want) {
+		t.Errorf("command line %q, want it to end %q", got, want)
+	}
+}
