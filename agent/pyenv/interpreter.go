@@ -65,7 +65,8 @@ var probed sync.Map // string -> interpreter
 // probe asks the candidate for its version and real executable (a pyenv or
 // asdf shim resolves to the interpreter behind it, which is also much faster
 // to start), or returns false when the candidate is missing or not a python.
-func probe(ctx context.Context, cand string) (interpreter, bool) {
+// dir, when set, holds the probes on disk across processes (probecache.go).
+func probe(ctx context.Context, cand, dir string) (interpreter, bool) {
 	path, err := exec.LookPath(cand)
 	if err != nil {
 		return interpreter{}, false
@@ -74,9 +75,13 @@ func probe(ctx context.Context, cand string) (interpreter, bool) {
 	if err != nil {
 		return interpreter{}, false
 	}
-	memo := fmt.Sprintf("%s\x00%d\x00%d", path, info.Size(), info.ModTime().UnixNano())
+	memo := fmt.Sprintf("%s\x00%d\x00%d\x00%s", path, info.Size(), info.ModTime().UnixNano(), os.Getenv("PYENV_VERSION"))
 	if v, ok := probed.Load(memo); ok {
 		return v.(interpreter), true
+	}
+	if in, ok := cachedProbe(dir, memo); ok {
+		probed.Store(memo, in)
+		return in, true
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -96,6 +101,7 @@ func probe(ctx context.Context, cand string) (interpreter, bool) {
 		in.path = strings.TrimSpace(lines[1])
 	}
 	probed.Store(memo, in)
+	storeProbe(dir, memo, in)
 	return in, true
 }
 
@@ -130,7 +136,7 @@ func resolve(ctx context.Context, spec Spec) (interpreter, error) {
 		if err := ctx.Err(); err != nil {
 			return interpreter{}, err
 		}
-		in, ok := probe(ctx, c)
+		in, ok := probe(ctx, c, spec.WorkDir)
 		if ok && versionMatches(in.version, want) {
 			return in, nil
 		}
