@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -122,6 +123,14 @@ func runDaemon(ctx context.Context, g *Globals, f *daemonFlags) error {
 	}
 
 	log := newLogger(g, f.logLevel)
+	if g.Getenv("GOMAXPROCS") == "" {
+		// The daemon only polls and supervises; the work of a task (clone,
+		// pip, the log relay) runs in its execute child, which keeps the
+		// default. One P keeps each idle agent's heap to one span per size
+		// class, and on a 64-core GPU host saves the per-P caches and GC
+		// workers of 63 more (docs/benchmarks.md, "Memory of a fleet").
+		runtime.GOMAXPROCS(1)
+	}
 	inst, err := identity.Acquire(stateDir, idOpts)
 	if err != nil {
 		return err
