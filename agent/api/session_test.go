@@ -1,6 +1,9 @@
 package api
 
-import "testing"
+import (
+	"encoding/json"
+	"testing"
+)
 
 // A child handed the daemon's session token calls at once, without
 // auth.login; once the server rejects the token it logs in with its keys.
@@ -29,5 +32,18 @@ func TestSessionTokenSkipsLogin(t *testing.T) {
 	}
 	if n := f.loginCount(); n != 2 {
 		t.Errorf("auth.login calls = %d, want 2", n)
+	}
+}
+
+// An empty pip key is not a missing one: the task asks for nothing.
+func TestRequirementsHasPip(t *testing.T) {
+	for in, want := range map[string]bool{`{"pip":""}`: true, `{"pip":"six"}`: true, `{"org_pip":"x"}`: false, `{}`: false} {
+		var r Requirements
+		if err := json.Unmarshal([]byte(in), &r); err != nil {
+			t.Fatal(err)
+		}
+		if r.HasPip != want {
+			t.Errorf("%s: HasPip = %v, want %v", in, r.HasPip, want)
+		}
 	}
 }

@@ -23,6 +23,27 @@ type Requirements struct {
 	Conda    string `json:"conda,omitempty"`
 	OrgPip   string `json:"org_pip,omitempty"`
 	OrgConda string `json:"org_conda,omitempty"`
+
+	// HasPip is true when the server's document has a pip key, even an
+	// empty one: the Python agent then installs what it says (possibly
+	// nothing) instead of the repository's requirements.txt.
+	HasPip bool `json:"-"`
+}
+
+// UnmarshalJSON reads the fields and notes whether the pip key was there.
+func (r *Requirements) UnmarshalJSON(b []byte) error {
+	type plain Requirements
+	var p plain
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	var keys map[string]json.RawMessage
+	if err := json.Unmarshal(b, &keys); err != nil {
+		return err
+	}
+	_, p.HasPip = keys["pip"]
+	*r = Requirements(p)
+	return nil
 }
 
 // Script is task.script: where the code is and how to start it.

@@ -433,19 +433,19 @@ type taskRequirements struct{ text, file, dir string }
 // step 3): script.requirements.pip (org_pip with force_original_requirements),
 // or, when the task stores none or with force_repo_requirements_txt, the
 // repository's requirements.txt: the working dir's, else the repository
-// root's. An empty pip value counts as none stored: api.Requirements does
-// not tell it from a missing one.
+// root's. A pip key that is there but empty means "install nothing", as in
+// the Python agent.
 func (ru *run) requirements(sc *api.Script, codeDir string) taskRequirements {
 	s := ru.r.s
 	stored := ""
+	hasStored := false
 	if rq := sc.Requirements; rq != nil {
-		stored = rq.Pip
+		stored, hasStored = rq.Pip, rq.HasPip || strings.TrimSpace(rq.Pip) != ""
 		if s.ForceOriginalRequirements && strings.TrimSpace(rq.OrgPip) != "" {
 			ru.info("agent.package_manager.force_original_requirements: installing the task's original requirements (org_pip)")
 			stored = rq.OrgPip
 		}
 	}
-	hasStored := strings.TrimSpace(stored) != ""
 	if hasStored && !s.ForceRepoRequirements {
 		return taskRequirements{text: stored, dir: ru.codeRoot}
 	}
