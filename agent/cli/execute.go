@@ -33,6 +33,8 @@ type executeFlags struct {
 	lifelineFD int    // end of file: the daemon is gone, abort
 	venvsDir   string // services mode: each service its own build dir
 	stateDir   string // the daemon's state directory (log spool)
+	sshFrom    string // docker mode: the read-only copy of the host's ~/.ssh
+	echoErr    bool   // print the task's lines on stderr (execute --docker by hand)
 }
 
 func registerExecute(app *kingpin.Application, g *Globals) {
@@ -46,8 +48,10 @@ func registerExecute(app *kingpin.Application, g *Globals) {
 	cmd.Flag("log-level", "Log level of the agent and of the task (CLEARML_LOG_LEVEL).").Default("INFO").StringVar(&f.logLevel)
 	cmd.Flag("worker-id", "Worker id the task runs under (set by the daemon).").Hidden().StringVar(&f.workerID)
 	cmd.Flag("from-queue", "The daemon pulled the task from a queue.").Hidden().BoolVar(&f.fromQueue)
-	cmd.Flag("events-fd", "Descriptor for the daemon's events pipe.").Hidden().IntVar(&f.eventsFD)
-	cmd.Flag("lifeline-fd", "Descriptor whose end of file means the daemon is gone.").Hidden().IntVar(&f.lifelineFD)
+	cmd.Flag("events-fd", "Descriptor for the daemon's events pipe.").Hidden().Default("-1").IntVar(&f.eventsFD)
+	cmd.Flag("lifeline-fd", "Descriptor whose end of file means the daemon is gone.").Hidden().Default("-1").IntVar(&f.lifelineFD)
+	cmd.Flag("ssh-from", "Copy this directory to ~/.ssh first (docker mode).").Hidden().StringVar(&f.sshFrom)
+	cmd.Flag("echo-stderr", "Print the task's output on stderr.").Hidden().BoolVar(&f.echoErr)
 	cmd.Flag("venvs-dir", "Build directory instead of agent.venvs_dir (services mode).").Hidden().StringVar(&f.venvsDir)
 	cmd.Flag("state-dir", "The daemon's state directory.").Hidden().StringVar(&f.stateDir)
 	g.Handle(cmd, func(ctx context.Context) error { return runExecute(ctx, g, &f) })
@@ -57,7 +61,7 @@ func runExecute(ctx context.Context, g *Globals, f *executeFlags) error {
 	// From the daemon: report to it, and abort when it is gone. Both pipes
 	// are taken before anything can fail, so the daemon hears the outcome.
 	var rep *executor.Reporter
-	if f.eventsFD > 0 {
+	if f.eventsFD >= 0 {
 		r, err := executor.OpenReporter(f.eventsFD)
 		if err != nil {
 			return err
@@ -67,7 +71,7 @@ func runExecute(ctx context.Context, g *Globals, f *executeFlags) error {
 	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if f.lifelineFD > 0 {
+	if f.lifelineFD >= 0 {
 		ctx2, gone := context.WithCancel(ctx)
 		defer gone()
 		if err := executor.Lifeline(f.lifelineFD, gone); err != nil {
@@ -121,8 +125,16 @@ func execute(ctx context.Context, g *Globals, f *executeFlags, rep *executor.Rep
 		defer os.RemoveAll(stateDir)
 	}
 	echo := g.Stdout
-	if rep != nil {
+	switch {
+	case f.echoErr:
+		echo = g.Stderr
+	case rep != nil:
 		echo = nil // the daemon's children send the log to the server only
+	}
+	if f.sshFrom != "" {
+		if err := executor.InstallSSH(f.sshFrom, g.Home()); err != nil {
+			return none, err
+		}
 	}
 	s := taskSettings(g, cfg, wid, stateDir, gpuEnv(f.gpus, f.cpuOnly || a.CPUOnly), echo, log)
 	s.LogLevel = f.logLevel
