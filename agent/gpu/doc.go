@@ -14,4 +14,12 @@
 // write unit files (unitgen does), talk to the ClearML server, or shell out to
 // nvidia-smi. Every NVML call goes through an nvml.Interface so tests run on
 // go-nvml's mock servers.
+//
+// go-nvml needs cgo, so only the *_nvml.go files import it (`//go:build cgo`).
+// A build with CGO_ENABLED=0 (the static clearml-agent bind-mounted into
+// docker containers) gets nvml_stub.go instead: Discover returns ErrNoNVML and
+// NewSystemSampler's samples fail with it, as on a host without
+// libnvidia-ml.so; DiscoverWith and NewSampler, which take an nvml.Interface,
+// exist only with cgo. Code outside this package calls NewSystemSampler rather
+// than NewSampler(nvml.New(), ...) so that it builds both ways.
 package gpu

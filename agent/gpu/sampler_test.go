@@ -1,3 +1,5 @@
+//go:build cgo
+
 package gpu
 
 import (
@@ -143,5 +145,24 @@ func TestSamplerHost(t *testing.T) {
 			t.Errorf("Sample() = %+v, want one GPU with memory", st)
 		}
 		t.Logf("GPU 0 (%s): %+v", inv.GPUs[0].Name, st)
+	}
+}
+
+// TestSystemSampler: NewSystemSampler loads the system library, so it fails
+// on hosts without NVML (as the !cgo build always does) and samples on GPU
+// hosts.
+func TestSystemSampler(t *testing.T) {
+	t.Parallel()
+	_, derr := Discover()
+	s := NewSystemSampler(nil)
+	defer s.Close()
+	_, err := s.Sample()
+	switch {
+	case errors.Is(derr, ErrNoNVML):
+		if err == nil || !strings.Contains(err.Error(), "NVML init") {
+			t.Errorf("Sample without NVML: error = %v, want an NVML init error", err)
+		}
+	case derr == nil && err != nil:
+		t.Errorf("Sample on a GPU host: %v", err)
 	}
 }
