@@ -20,9 +20,13 @@ import (
 )
 
 // API is what the daemon side needs from the server: marking a task failed
-// when its child died without saying how the task ended.
+// when its child died without saying how the task ended, and in docker mode
+// reading the task's container and writing the lines of the container's set-up
+// (image choice, pull progress) to the task log.
 type API interface {
 	Failed(ctx context.Context, req api.StatusRequest) (api.Updated, error)
+	GetTask(ctx context.Context, id string) (*api.Task, error)
+	AddBatch(ctx context.Context, events []api.Event) (api.AddBatchResult, error)
 }
 
 // Config says how to start the children.
@@ -40,6 +44,9 @@ type Config struct {
 	API    API
 	Stderr io.Writer // the child's own messages (not the task's output); nil discards
 	Logger *slog.Logger
+
+	// Docker, when set, runs the children in containers (docker mode).
+	Docker *DockerConfig
 }
 
 // Runner runs each task in its own `clearml-agent execute` child. It
@@ -95,13 +102,12 @@ func (r *Runner) Command(id string, o task.Options) []string {
 // child dies without reporting how the task ended, the task is marked failed
 // with the reason, and Run returns an error.
 func (r *Runner) Run(ctx context.Context, id string, o task.Options) (task.Outcome, error) {
+	if r.cfg.Docker != nil {
+		return r.runDocker(ctx, id, o)
+	}
 	env := append([]string(nil), r.cfg.Env...)
-	if r.cfg.Token != nil {
-		if tok, err := r.cfg.Token(ctx); err == nil && tok != "" {
-			env = append(env, "CLEARML_AUTH_TOKEN="+tok)
-		} else if err != nil {
-			r.cfg.Logger.Debug("no session token for the task child; it logs in itself", "err", err)
-		}
+	if tok := sessionEnv(ctx, r.cfg.Token, r.cfg.Logger); tok != "" {
+		env = append(env, tok)
 	}
 	evR, evW, err := os.Pipe()
 	if err != nil {
@@ -129,47 +135,12 @@ func (r *Runner) Run(ctx context.Context, id string, o task.Options) (task.Outco
 	untrack := process.Track(cmd.Process.Pid)
 	defer untrack()
 
-	var (
-		mu      sync.Mutex
-		got     *event
-		untasks []func()
-	)
-	defer func() {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, u := range untasks {
-			u()
-		}
-	}()
+	ev := newEvents(r.cfg.Logger, id, o, true)
+	defer ev.untrackAll()
 	read := make(chan struct{})
 	go func() {
 		defer close(read)
-		sc := bufio.NewScanner(evR)
-		sc.Buffer(make([]byte, 64<<10), 4<<20)
-		for sc.Scan() {
-			var e event
-			if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
-				r.cfg.Logger.Warn("unreadable event from the task child", "task", id, "line", sc.Text())
-				continue
-			}
-			switch e.Kind {
-			case "loaded":
-				if o.Loaded != nil {
-					o.Loaded(&api.Task{ID: e.TaskID, Name: e.Name})
-				}
-			case "started":
-				mu.Lock()
-				untasks = append(untasks, process.Track(e.PID))
-				mu.Unlock()
-				if o.Started != nil {
-					o.Started(e.PID)
-				}
-			case "outcome":
-				mu.Lock()
-				got = &e
-				mu.Unlock()
-			}
-		}
+		ev.read(evR)
 	}()
 
 	waited := make(chan error, 1)
@@ -188,10 +159,7 @@ func (r *Runner) Run(ctx context.Context, id string, o task.Options) (task.Outco
 		evR.Close()
 		<-read
 	}
-	mu.Lock()
-	e := got
-	mu.Unlock()
-	if e != nil {
+	if e := ev.outcome(); e != nil {
 		return e.outcome()
 	}
 	how := "exit status 0"
@@ -200,6 +168,68 @@ func (r *Runner) Run(ctx context.Context, id string, o task.Options) (task.Outco
 	}
 	return task.Outcome{TaskID: id, Status: "failed"},
 		r.fail(ctx, id, fmt.Sprintf("the execute process ended (%s) without reporting how the task ended", how))
+}
+
+// events collects what a child reports on its events stream.
+type events struct {
+	log   *slog.Logger
+	id    string
+	o     task.Options
+	track bool // the started pid is in our pid namespace: KillAll may take it down
+
+	mu      sync.Mutex
+	got     *event
+	untrack []func()
+}
+
+func newEvents(log *slog.Logger, id string, o task.Options, track bool) *events {
+	return &events{log: log, id: id, o: o, track: track}
+}
+
+// read consumes the stream until it ends.
+func (ev *events) read(r io.Reader) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	for sc.Scan() {
+		var e event
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil || e.Kind == "" {
+			ev.log.Warn("unreadable event from the task child", "task", ev.id, "line", sc.Text())
+			continue
+		}
+		switch e.Kind {
+		case "loaded":
+			if ev.o.Loaded != nil {
+				ev.o.Loaded(&api.Task{ID: e.TaskID, Name: e.Name})
+			}
+		case "started":
+			if ev.track {
+				ev.mu.Lock()
+				ev.untrack = append(ev.untrack, process.Track(e.PID))
+				ev.mu.Unlock()
+			}
+			if ev.o.Started != nil {
+				ev.o.Started(e.PID)
+			}
+		case "outcome":
+			ev.mu.Lock()
+			ev.got = &e
+			ev.mu.Unlock()
+		}
+	}
+}
+
+func (ev *events) outcome() *event {
+	ev.mu.Lock()
+	defer ev.mu.Unlock()
+	return ev.got
+}
+
+func (ev *events) untrackAll() {
+	ev.mu.Lock()
+	defer ev.mu.Unlock()
+	for _, u := range ev.untrack {
+		u()
+	}
 }
 
 // fail marks the task failed with reason (best effort) and returns reason as

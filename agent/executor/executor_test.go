@@ -77,6 +77,14 @@ func (f *fakeAPI) Failed(_ context.Context, req api.StatusRequest) (api.Updated,
 	return api.Updated{Updated: 1}, nil
 }
 
+func (f *fakeAPI) GetTask(_ context.Context, id string) (*api.Task, error) {
+	return &api.Task{ID: id}, nil
+}
+
+func (f *fakeAPI) AddBatch(_ context.Context, ev []api.Event) (api.AddBatchResult, error) {
+	return api.AddBatchResult{Added: len(ev)}, nil
+}
+
 func newRunner(t *testing.T, mode string, a API) *Runner {
 	t.Helper()
 	exe, err := os.Executable()

@@ -1,0 +1,278 @@
+package executor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/network"
+
+	"github.com/gpufleet/clearml-agent-go/agent/api"
+	"github.com/gpufleet/clearml-agent-go/agent/docker"
+	"github.com/gpufleet/clearml-agent-go/agent/task"
+)
+
+// DockerConfig runs the execute children in containers: the agent's own
+// static binary, bind-mounted read-only, runs `execute` inside the task's
+// image and reports on its stdout (events) and stdin (lifeline).
+type DockerConfig struct {
+	Engine *docker.Engine
+
+	// Spec builds the container of task t (agent/docker.Build with the
+	// configuration); executeArgs are the arguments of the agent binary
+	// inside the container ("execute --id T ..."), which Spec may extend.
+	Spec func(ctx context.Context, t *api.Task, workerID string, executeArgs []string) (*ContainerSpec, error)
+
+	// ExecuteArgs are extra execute flags inside the container (--log-level).
+	ExecuteArgs []string
+
+	// StopGrace is how long an aborted container gets between SIGTERM and
+	// SIGKILL: the agent inside needs the task's abort grace period plus the
+	// time to report the task stopped.
+	StopGrace time.Duration
+
+	// Detached leaves the container running when this process goes away
+	// (services mode: the service outlives an agent restart), so it gets no
+	// lifeline; it is still removed once it ended while watched.
+	Detached bool
+}
+
+// ContainerSpec is what docker mode creates for one task.
+type ContainerSpec struct {
+	Image     string
+	Name      string
+	Config    *container.Config
+	Host      *container.HostConfig
+	Network   *network.NetworkingConfig
+	ForcePull bool
+	Log       []string // lines for the task log before the container starts (image choice, warnings)
+}
+
+// runDocker runs task id's execute child in a container.
+func (r *Runner) runDocker(ctx context.Context, id string, o task.Options) (task.Outcome, error) {
+	d := r.cfg.Docker
+	tl := &taskLog{api: r.cfg.API, task: id, worker: r.cfg.WorkerID}
+	t, err := r.cfg.API.GetTask(ctx, id)
+	if err != nil {
+		return task.Outcome{TaskID: id}, r.fail(ctx, id, "reading the task for its container: "+oneLine(err))
+	}
+	if o.Loaded != nil {
+		o.Loaded(t)
+	}
+	args := []string{"execute", "--id", id, "--events-fd", "1", "--worker-id", r.cfg.WorkerID}
+	if !d.Detached {
+		args = append(args, "--lifeline-fd", "0")
+	}
+	if o.FromQueue {
+		args = append(args, "--from-queue")
+	}
+	if o.Clone {
+		args = append(args, "--clone")
+	}
+	args = append(args, d.ExecuteArgs...)
+	spec, err := d.Spec(ctx, t, r.cfg.WorkerID, args)
+	if err != nil {
+		tl.line("ERROR", err.Error())
+		return task.Outcome{TaskID: id, Status: "failed"}, r.fail(ctx, id, oneLine(err))
+	}
+	for _, l := range spec.Log {
+		tl.line("INFO", l)
+	}
+	if err := d.Engine.EnsureImage(ctx, spec.Image, spec.ForcePull, func(l string) { tl.line("INFO", l) }); err != nil {
+		tl.line("ERROR", err.Error())
+		return task.Outcome{TaskID: id, Status: "failed"}, r.fail(ctx, id, oneLine(err))
+	}
+	tl.flush(ctx)
+	if env := sessionEnv(ctx, r.cfg.Token, r.cfg.Logger); env != "" {
+		spec.Config.Env = append(spec.Config.Env, env)
+	}
+	spec.Config.AttachStdout, spec.Config.AttachStderr = true, true
+	if !d.Detached {
+		// The lifeline: the container's stdin stays open while this
+		// process is attached, and closes when it goes away.
+		spec.Config.OpenStdin, spec.Config.StdinOnce, spec.Config.AttachStdin = true, true, true
+	}
+	bg := context.WithoutCancel(ctx)
+	c, err := d.Engine.Create(ctx, spec.Name, spec.Config, spec.Host, spec.Network)
+	if err != nil {
+		return task.Outcome{TaskID: id, Status: "failed"}, r.fail(ctx, id, oneLine(err))
+	}
+	defer func() {
+		rc, cancel := context.WithTimeout(bg, 30*time.Second)
+		defer cancel()
+		if err := c.Remove(rc); err != nil {
+			r.cfg.Logger.Warn("could not remove the task's container", "task", id, "container", c.ID, "err", err)
+		}
+	}()
+
+	ev := newEvents(r.cfg.Logger, id, o, false)
+	evR, evW := io.Pipe()
+	read := make(chan struct{})
+	go func() {
+		defer close(read)
+		ev.read(evR)
+		_, _ = io.Copy(io.Discard, evR)
+	}()
+	stdin, streamsDone, err := c.Attach(bg, !d.Detached, evW, r.cfg.Stderr)
+	if err != nil {
+		evW.Close()
+		return task.Outcome{TaskID: id, Status: "failed"}, r.fail(ctx, id, oneLine(err))
+	}
+	defer stdin.Close()
+	if err := c.Start(ctx); err != nil {
+		evW.Close()
+		tl.line("ERROR", err.Error())
+		tl.flush(bg)
+		return task.Outcome{TaskID: id, Status: "failed"}, r.fail(ctx, id, oneLine(err))
+	}
+	r.cfg.Logger.Info("task container started", "task", id, "container", shortID(c.ID), "image", spec.Image)
+
+	waited := make(chan struct{})
+	var code int
+	var werr error
+	go func() {
+		defer close(waited)
+		code, werr = c.Wait(bg)
+	}()
+	select {
+	case <-waited:
+	case <-ctx.Done():
+		r.cfg.Logger.Info("aborting the task: stopping its container", "task", id, "container", shortID(c.ID), "grace", d.StopGrace.String())
+		if err := c.Stop(bg, d.StopGrace); err != nil {
+			r.cfg.Logger.Warn("stopping the container failed", "task", id, "err", err)
+		}
+		<-waited
+	}
+	select {
+	case <-streamsDone:
+	case <-time.After(10 * time.Second):
+	}
+	evW.Close()
+	<-read
+	if e := ev.outcome(); e != nil {
+		return e.outcome()
+	}
+	how := fmt.Sprintf("exit code %d", code)
+	if werr != nil {
+		how = oneLine(werr)
+	}
+	reason := fmt.Sprintf("the task's container (%s) ended (%s) without reporting how the task ended", spec.Image, how)
+	tl.line("ERROR", reason)
+	tl.flush(bg)
+	return task.Outcome{TaskID: id, Status: "failed"}, r.fail(ctx, id, reason)
+}
+
+// Recover removes the containers an earlier run of this worker left behind
+// (it crashed or was killed while a task ran) and marks their tasks failed,
+// if the server still has them running. It returns how many it removed.
+func (r *Runner) Recover(ctx context.Context) (int, error) {
+	d := r.cfg.Docker
+	if d == nil {
+		return 0, nil
+	}
+	cs, err := d.Engine.Labelled(ctx, docker.LabelWorker, r.cfg.WorkerID)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	var errs []error
+	for _, c := range cs {
+		id := c.Labels[docker.LabelTask]
+		if err := d.Engine.Remove(ctx, c.ID); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		n++
+		r.cfg.Logger.Warn("removed a container left by an earlier run of this worker", "container", shortID(c.ID), "task", id, "state", c.State)
+		if id == "" {
+			continue
+		}
+		t, err := r.cfg.API.GetTask(ctx, id)
+		if err != nil || t.Status != api.StatusInProgress {
+			continue
+		}
+		reason := "the agent restarted while the task ran; its container " + shortID(c.ID) + " was removed"
+		tl := &taskLog{api: r.cfg.API, task: id, worker: r.cfg.WorkerID}
+		tl.line("ERROR", reason)
+		tl.flush(ctx)
+		_ = r.fail(ctx, id, reason)
+	}
+	return n, errors.Join(errs...)
+}
+
+// sessionEnv is CLEARML_AUTH_TOKEN=<the daemon's token>, or "".
+func sessionEnv(ctx context.Context, tok func(context.Context) (string, error), log interface {
+	Debug(string, ...any)
+}) string {
+	if tok == nil {
+		return ""
+	}
+	t, err := tok(ctx)
+	if err != nil || t == "" {
+		if err != nil {
+			log.Debug("no session token for the task child; it logs in itself", "err", err)
+		}
+		return ""
+	}
+	return "CLEARML_AUTH_TOKEN=" + t
+}
+
+// taskLog writes the daemon side's own lines to the task log (what happens
+// before the agent inside the container runs), in order, as the Python agent
+// does for its docker notices.
+type taskLog struct {
+	api    API
+	task   string
+	worker string
+
+	mu      sync.Mutex
+	pending []api.Event
+	seq     int64
+}
+
+func (l *taskLog) line(level, msg string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.seq++
+	l.pending = append(l.pending, api.Event{Type: "log", Level: level, Task: l.task, Worker: l.worker,
+		Msg: msg, Timestamp: time.Now().UnixMilli()})
+	if len(l.pending) >= 50 {
+		l.sendLocked(context.Background())
+	}
+}
+
+func (l *taskLog) flush(ctx context.Context) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.sendLocked(ctx)
+}
+
+func (l *taskLog) sendLocked(ctx context.Context) {
+	if len(l.pending) == 0 {
+		return
+	}
+	c, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	_, _ = l.api.AddBatch(c, l.pending)
+	l.pending = nil
+}
+
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
+
+func oneLine(err error) string {
+	s := strings.TrimSpace(err.Error())
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	}
+	return s
+}
