@@ -69,6 +69,11 @@ type Config struct {
 	Runner           Runner
 	NewServiceRunner func(childWorkerID string) Runner
 
+	// Preflight, when set, must pass before the worker registers and says
+	// READY (docker mode: the engine answers). While it fails, STATUS says
+	// why and it is retried with backoff; it never ends the daemon.
+	Preflight func(ctx context.Context) error
+
 	Notify Notifier    // nil: no notifications
 	Stats  StatsSource // nil: reports without machine stats
 	Logger *slog.Logger
@@ -188,6 +193,9 @@ var ErrFatal = errors.New("fatal")
 // Cancelling ctx aborts a running task (it is marked stopped).
 func (d *Daemon) Run(ctx context.Context) error {
 	if err := d.connect(ctx); err != nil {
+		return err
+	}
+	if err := d.preflight(ctx); err != nil {
 		return err
 	}
 	queues, err := d.resolveQueues(ctx)
@@ -312,6 +320,41 @@ func (d *Daemon) connect(ctx context.Context) error {
 				return ctx.Err()
 			}
 			return errors.New("stopped before the server could be reached")
+		}
+		delay = min(delay*2, 30*time.Second)
+	}
+}
+
+// preflight runs Config.Preflight until it passes (logging each new
+// failure once), the daemon drains, or ctx ends.
+func (d *Daemon) preflight(ctx context.Context) error {
+	if d.cfg.Preflight == nil {
+		return nil
+	}
+	delay := time.Second
+	last := ""
+	for {
+		d.Beat()
+		err := d.cfg.Preflight(ctx)
+		if err == nil {
+			if last != "" {
+				d.log.Info("preflight passed", "was", last)
+			}
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if msg := oneLine(err); msg != last {
+			d.log.Warn("not ready: retrying", "err", msg)
+			last = msg
+		}
+		d.setStatus("not ready: " + oneLine(err))
+		if !d.sleep(ctx, delay) {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return errors.New("stopped before the preflight check passed: " + last)
 		}
 		delay = min(delay*2, 30*time.Second)
 	}

@@ -529,3 +529,36 @@ func TestIdleRequests(t *testing.T) {
 		}
 	}
 }
+
+// A failing preflight (docker mode: the engine does not answer) keeps the
+// daemon NOT ready and unregistered, with the reason in STATUS, until it
+// passes; the daemon never exits over it.
+func TestPreflightHoldsReady(t *testing.T) {
+	f := newFixture(t)
+	f.emu.CreateQueue("default")
+	f.cfg.Queues = []string{"default"}
+	var mu sync.Mutex
+	engineUp := false
+	f.cfg.Preflight = func(context.Context) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if !engineUp {
+			return errors.New("docker engine at unix:///nope.sock does not answer; start it")
+		}
+		return nil
+	}
+	d, wait := f.start(t, t.Context())
+	eventually(t, "the not-ready STATUS", func() bool { return f.notify.has("STATUS=not ready: docker engine at unix:///nope.sock") })
+	if f.notify.has("READY") || len(f.emu.Workers()) != 0 {
+		t.Fatalf("READY or registered before the preflight passed: %q, workers %v", f.notify.list(), f.emu.Workers())
+	}
+	mu.Lock()
+	engineUp = true
+	mu.Unlock()
+	eventually(t, "READY", func() bool { return f.notify.has("READY") })
+	eventually(t, "idle", func() bool { return d.Status() == "idle, polling default" })
+	d.Drain()
+	if err := wait(); err != nil {
+		t.Fatal(err)
+	}
+}
