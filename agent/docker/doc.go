@@ -1,7 +1,8 @@
 // Package docker runs tasks in containers (docker mode, reference sections 4
 // and 5).
 //
-// The spec half (image.go, args.go, spec.go, gpus.go, name.go) is pure: it
+// The spec half (image.go, args.go, merge.go, apply.go, gpus.go, name.go,
+// spec.go, describe.go) is pure: it
 // turns a task's container section, the daemon's flags and the docker
 // settings (config.DockerSettings) into one ContainerCreate request. It owns:
 // choosing the image (task, match rules, --docker, CLEARML_DOCKER_IMAGE,
