@@ -14,6 +14,23 @@ if [ -n "$bad" ]; then echo "gofmt would change: $bad"; exit 1; fi
 echo "== go vet"
 go vet ./...
 go vet -tags integration ./...
+if [ "$(id -u)" = 0 ]; then
+  # A private dockerd (scripts/test-dockerd.sh) and the offline test images (scripts/docker-images.sh) for the
+  # docker-mode tests (internal/dockertest). Every run holds a shared lock on $docker_users; the run that ends
+  # last (its exclusive lock succeeds) stops the daemon, so concurrent runs do not pull it from under each other.
+  echo "== docker engine for the tests"
+  docker_users=/run/clearml-test-dockerd.users
+  exec 8>>"$docker_users"
+  flock -s 8
+  stop_docker() {
+    if flock -n -x 8; then scripts/test-dockerd.sh stop 8>&-; else echo "== test dockerd left running: another test run uses it"; fi
+  }
+  trap stop_docker EXIT
+  scripts/test-dockerd.sh start 8>&-
+  DOCKER_HOST=$(scripts/test-dockerd.sh host)
+  export DOCKER_HOST
+  scripts/docker-images.sh 8>&-
+fi
 echo "== go test -race (unit)"
 go test -race -count=1 -timeout 15m ./...
 if [ "$(id -u)" = 0 ]; then
