@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -300,9 +301,9 @@ func AgentBinary(t testing.TB) string {
 	return agentBin.path
 }
 
-// binParent holds one directory per test process; directories a day old
-// are removed by the next build (a test process does not live that long).
-var binParent = filepath.Join(os.TempDir(), "clearml-agent-test-bin")
+// binParent (one per user) holds one directory per test process, named after
+// its pid; the next build removes those of processes that have ended.
+var binParent = filepath.Join(os.TempDir(), fmt.Sprintf("clearml-agent-test-bin-%d", os.Getuid()))
 
 func buildAgent() (string, error) {
 	root, err := moduleRoot()
@@ -312,14 +313,8 @@ func buildAgent() (string, error) {
 	if err := os.MkdirAll(binParent, 0o755); err != nil {
 		return "", err
 	}
-	if ents, err := os.ReadDir(binParent); err == nil {
-		for _, e := range ents {
-			if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > 24*time.Hour {
-				os.RemoveAll(filepath.Join(binParent, e.Name()))
-			}
-		}
-	}
-	dir, err := os.MkdirTemp(binParent, "static-")
+	sweepBinaries()
+	dir, err := os.MkdirTemp(binParent, fmt.Sprintf("static-%d-", os.Getpid()))
 	if err != nil {
 		return "", err
 	}
@@ -344,6 +339,28 @@ func buildAgent() (string, error) {
 		return "", fmt.Errorf("CGO_ENABLED=0 go build ./cmd/clearml-agent in %s: %v%s\n%s", root, err, hint, tail(string(out), 40))
 	}
 	return bin, nil
+}
+
+// sweepBinaries removes the binary directories of test processes that have
+// ended, and any a day old.
+func sweepBinaries() {
+	ents, err := os.ReadDir(binParent)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		var pid int
+		gone := false
+		if _, err := fmt.Sscanf(e.Name(), "static-%d-", &pid); err == nil && pid > 0 {
+			gone = errors.Is(syscall.Kill(pid, 0), syscall.ESRCH)
+		}
+		if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > 24*time.Hour {
+			gone = true
+		}
+		if gone {
+			os.RemoveAll(filepath.Join(binParent, e.Name()))
+		}
+	}
 }
 
 func tail(s string, n int) string {
