@@ -11,10 +11,13 @@ import (
 //     `--child-report-tags a b`;
 //   - flags with an optional value: `--services-mode` alone or `--services-mode 5`,
 //     `--stop` alone;
-//   - `-d` after `daemon` means --detached (before it, --debug).
+//   - `-d` after `daemon` means --detached (before it, --debug);
+//   - `--docker` alone or followed by an image and its arguments
+//     (`--docker nvidia/cuda:12 --ipc=host` needs quotes: "nvidia/cuda:12 --ipc=host"),
+//     for daemon and execute.
 func normalizeArgs(args []string) []string {
 	out := make([]string, 0, len(args)+4)
-	inDaemon := false
+	inDaemon, inExecute := false, false
 	for i := 0; i < len(args); i++ {
 		a := args[i]
 		if a == "--" {
@@ -22,9 +25,19 @@ func normalizeArgs(args []string) []string {
 			break
 		}
 		switch {
-		case a == "daemon" && !inDaemon:
+		case a == "daemon" && !inDaemon && !inExecute:
 			inDaemon = true
 			out = append(out, a)
+		case a == "execute" && !inDaemon && !inExecute:
+			inExecute = true
+			out = append(out, a)
+		case (inDaemon || inExecute) && a == "--docker":
+			var vals []string
+			for i+1 < len(args) && !strings.HasPrefix(args[i+1], "-") {
+				i++
+				vals = append(vals, args[i])
+			}
+			out = append(out, a+"="+strings.Join(vals, " "))
 		case inDaemon && a == "-d":
 			out = append(out, "--detached")
 		case inDaemon && (a == "--queue" || a == "--stop" || a == "--child-report-tags"):

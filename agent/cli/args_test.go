@@ -20,6 +20,10 @@ func TestNormalizeArgs(t *testing.T) {
 		{"daemon --child-report-tags a b --cpu-only", "daemon --child-report-tags=a --child-report-tags=b --cpu-only"},
 		{"execute --id T", "execute --id T"},
 		{"daemon -- --queue x", "daemon -- --queue x"},
+		{"daemon --docker --queue q", "daemon --docker= --queue=q"},
+		{"daemon --queue q --docker nvidia/cuda:12", "daemon --queue=q --docker=nvidia/cuda:12"},
+		{"execute --id T --docker", "execute --id T --docker="},
+		{"execute --docker img:1 --id T", "execute --docker=img:1 --id T"},
 	} {
 		got := strings.Join(normalizeArgs(strings.Fields(tc.in)), " ")
 		if diff := cmp.Diff(tc.want, got); diff != "" {

@@ -46,6 +46,8 @@ type daemonFlags struct {
 	pollInterval  int
 	tags          []string
 	stateDir      string
+	docker        string // --docker value: "" or "image [args...]"
+	dockerSet     bool
 }
 
 const signalHelp = `Signals: the first SIGTERM or SIGINT drains (finish the running task, take no new one, then exit); ` +
@@ -62,8 +64,11 @@ func registerDaemon(app *kingpin.Application, g *Globals) {
 	cmd.Flag("gpus", "GPUs for the tasks (sets CUDA_VISIBLE_DEVICES and NVIDIA_VISIBLE_DEVICES): 0, 0,1, all, or MIG ids like 0:1.").
 		StringVar(&f.gpus)
 	cmd.Flag("cpu-only", "Run tasks without GPUs.").Envar("CLEARML_CPU_ONLY").BoolVar(&f.cpuOnly)
-	cmd.Flag("services-mode", "Start each task and go on polling at once (venv processes). An optional N caps how many run (--services-mode 5).").
+	cmd.Flag("services-mode", "Start each task and go on polling at once (a process, or a container with --docker). An optional N caps how many run (--services-mode 5).").
 		PlaceHolder("N").StringVar(&f.services)
+	cmd.Flag("docker", "Run each task in a container: the task's image, else this image (with its arguments, quoted: \"img --ipc=host\"), "+
+		"else agent.default_docker.image. The agent's own static binary runs the task inside; python, git and pip come from the image.").
+		PlaceHolder("IMAGE").IsSetByUser(&f.dockerSet).StringVar(&f.docker)
 	cmd.Flag("foreground", "Run in the foreground, logging to stderr (what systemd units use).").BoolVar(&f.foreground)
 	cmd.Flag("detached", "Run in the background; pid and log files go to the state directory.").BoolVar(&f.detached)
 	cmd.Flag("stop", "Stop a running agent (by worker id; with none, the only one running) and exit.").PlaceHolder("WORKER_ID").StringsVar(&f.stop)
@@ -167,10 +172,37 @@ func runDaemon(ctx context.Context, g *Globals, f *daemonFlags) error {
 	// the configuration afresh (so SIGHUP's reload reaches the next task),
 	// clones, builds the venv, runs the task and ships its log; the daemon
 	// polls, supervises, forwards aborts and reports.
-	runner, err := executor.New(executor.Config{
+	ecfg := executor.Config{
 		GlobalArgs: childGlobalArgs(g), Args: childArgs(f, stateDir), Env: childEnv(g.Env), WorkerID: wid,
 		Token: client.Token, API: client, Stderr: g.Stderr, Logger: log,
-	})
+	}
+	var preflight func(context.Context) error
+	var runner *executor.Runner
+	if f.dockerSet {
+		dc, connect, err := newDockerConfig(g, cfg, dockerMode{cli: f.docker, workerID: wid, gpus: f.gpus, cpuOnly: f.cpuOnly,
+			logLevel: f.logLevel, stateDir: stateDir, services: services}, log)
+		if err != nil {
+			return err
+		}
+		ecfg.Docker = dc
+		recovered := false
+		preflight = func(ctx context.Context) error {
+			if _, err := connect(ctx); err != nil {
+				return err
+			}
+			if !recovered {
+				// Containers an earlier run of this worker left behind.
+				if n, err := runner.Recover(ctx); err != nil {
+					return err
+				} else if n > 0 {
+					log.Warn("removed containers left by an earlier run of this worker", "count", n)
+				}
+				recovered = true
+			}
+			return nil
+		}
+	}
+	runner, err = executor.New(ecfg)
 	if err != nil {
 		return err
 	}
@@ -180,7 +212,7 @@ func runDaemon(ctx context.Context, g *Globals, f *daemonFlags) error {
 	wcfg := worker.Config{
 		WorkerID: wid, Queues: splitQueues(f.queues), OrderFairness: f.orderFairness, CreateQueue: f.createQueue,
 		Tags: f.tags, PollInterval: poll, ReportInterval: report, Services: services, ServicesMax: servicesMax,
-		Runner: runner, Notify: notify, Stats: collector, Logger: log, Out: g.Stdout,
+		Runner: runner, Notify: notify, Stats: collector, Logger: log, Out: g.Stdout, Preflight: preflight,
 		NewServiceRunner: func(child string) worker.Runner {
 			return runner.WithWorker(child, "--venvs-dir",
 				filepath.Join(venvsDir, "services", strings.ReplaceAll(child, ":", "_")))

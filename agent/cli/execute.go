@@ -35,6 +35,8 @@ type executeFlags struct {
 	stateDir   string // the daemon's state directory (log spool)
 	sshFrom    string // docker mode: the read-only copy of the host's ~/.ssh
 	echoErr    bool   // print the task's lines on stderr (execute --docker by hand)
+	docker     string // --docker value
+	dockerSet  bool
 }
 
 func registerExecute(app *kingpin.Application, g *Globals) {
@@ -46,6 +48,8 @@ func registerExecute(app *kingpin.Application, g *Globals) {
 	cmd.Flag("gpus", "GPUs for the task (CUDA_VISIBLE_DEVICES and NVIDIA_VISIBLE_DEVICES).").StringVar(&f.gpus)
 	cmd.Flag("cpu-only", "Run the task without GPUs.").Envar("CLEARML_CPU_ONLY").BoolVar(&f.cpuOnly)
 	cmd.Flag("log-level", "Log level of the agent and of the task (CLEARML_LOG_LEVEL).").Default("INFO").StringVar(&f.logLevel)
+	cmd.Flag("docker", "Run the task in a container: its own image, else this one, else agent.default_docker.image.").
+		PlaceHolder("IMAGE").IsSetByUser(&f.dockerSet).StringVar(&f.docker)
 	cmd.Flag("worker-id", "Worker id the task runs under (set by the daemon).").Hidden().StringVar(&f.workerID)
 	cmd.Flag("from-queue", "The daemon pulled the task from a queue.").Hidden().BoolVar(&f.fromQueue)
 	cmd.Flag("events-fd", "Descriptor for the daemon's events pipe.").Hidden().Default("-1").IntVar(&f.eventsFD)
@@ -79,7 +83,11 @@ func runExecute(ctx context.Context, g *Globals, f *executeFlags) error {
 		}
 		ctx = ctx2
 	}
-	out, err := execute(ctx, g, f, rep)
+	run := execute
+	if f.dockerSet && rep == nil {
+		run = executeInDocker
+	}
+	out, err := run(ctx, g, f, rep)
 	rep.Outcome(out, err)
 	if err != nil {
 		return err
@@ -154,4 +162,42 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// executeInDocker is `execute --docker` by hand: the same container a daemon
+// in docker mode would start, with the task's output on stderr.
+func executeInDocker(ctx context.Context, g *Globals, f *executeFlags, _ *executor.Reporter) (task.Outcome, error) {
+	none := task.Outcome{TaskID: f.id}
+	cfg, err := g.LoadConfig()
+	if err != nil {
+		return none, err
+	}
+	log := newLogger(g, f.logLevel)
+	a := cfg.Agent()
+	wid := f.workerID
+	if wid == "" {
+		wid = identity.WorkerID(identity.IDOptions{WorkerID: a.WorkerID, WorkerName: a.WorkerName, Getenv: g.Getenv, Mode: identity.Execute})
+	}
+	client, err := newClient(g, cfg, nil, log)
+	if err != nil {
+		return none, err
+	}
+	if _, err := client.Login(ctx); err != nil {
+		return none, err
+	}
+	stateDir := filepath.Join(os.TempDir(), fmt.Sprintf("clearml-agent-execute-%d", os.Getpid()))
+	defer os.RemoveAll(stateDir)
+	dc, connect, err := newDockerConfig(g, cfg, dockerMode{cli: f.docker, workerID: wid, gpus: f.gpus, cpuOnly: f.cpuOnly || a.CPUOnly,
+		logLevel: f.logLevel, stateDir: stateDir, echo: true}, log)
+	if err != nil {
+		return none, err
+	}
+	if _, err := connect(ctx); err != nil {
+		return none, err
+	}
+	r, err := executor.New(executor.Config{WorkerID: wid, Token: client.Token, API: client, Stderr: g.Stderr, Logger: log, Docker: dc})
+	if err != nil {
+		return none, err
+	}
+	return r.Run(ctx, f.id, task.Options{Clone: f.clone})
 }

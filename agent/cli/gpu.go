@@ -4,8 +4,6 @@ import (
 	"log/slog"
 	"strings"
 
-	"github.com/NVIDIA/go-nvml/pkg/nvml"
-
 	"github.com/gpufleet/clearml-agent-go/agent/gpu"
 	"github.com/gpufleet/clearml-agent-go/agent/stats"
 )
@@ -31,5 +29,5 @@ func newGPUSampler(devices map[string]string, log *slog.Logger) stats.GPUSampler
 		visible = strings.Split(v, ",")
 	}
 	log.Debug("GPU monitoring through NVML", "visible", v)
-	return gpuStats{gpu.NewSampler(nvml.New(), visible)}
+	return gpuStats{gpu.NewSystemSampler(visible)}
 }
