@@ -197,6 +197,13 @@ func runDaemon(ctx context.Context, g *Globals, f *daemonFlags) error {
 				} else if n > 0 {
 					log.Warn("removed containers left by an earlier run of this worker", "count", n)
 				}
+				if services {
+					if n, err := runner.AdoptServices(ctx); err != nil {
+						return err
+					} else if n > 0 {
+						log.Info("adopted service containers of an earlier run", "count", n)
+					}
+				}
 				recovered = true
 			}
 			return nil
@@ -213,10 +220,14 @@ func runDaemon(ctx context.Context, g *Globals, f *daemonFlags) error {
 		WorkerID: wid, Queues: splitQueues(f.queues), OrderFairness: f.orderFairness, CreateQueue: f.createQueue,
 		Tags: f.tags, PollInterval: poll, ReportInterval: report, Services: services, ServicesMax: servicesMax,
 		Runner: runner, Notify: notify, Stats: collector, Logger: log, Out: g.Stdout, Preflight: preflight,
+		ServicesDetached: f.dockerSet && services,
 		NewServiceRunner: func(child string) worker.Runner {
 			return runner.WithWorker(child, "--venvs-dir",
 				filepath.Join(venvsDir, "services", strings.ReplaceAll(child, ":", "_")))
 		},
+	}
+	if f.dockerSet && services {
+		wcfg.ServiceCount = runner.RunningServices
 	}
 	daemon := worker.New(client, wcfg)
 	d.Store(daemon)

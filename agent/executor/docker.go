@@ -139,9 +139,13 @@ func (r *Runner) runDocker(ctx context.Context, id string, o task.Options) (task
 		defer close(waited)
 		code, werr = c.Wait(bg)
 	}()
+	abort := ctx.Done()
+	if d.Detached {
+		abort = nil // a service runs on whatever happens to this agent
+	}
 	select {
 	case <-waited:
-	case <-ctx.Done():
+	case <-abort:
 		r.cfg.Logger.Info("aborting the task: stopping its container", "task", id, "container", shortID(c.ID), "grace", d.StopGrace.String())
 		if err := c.Stop(bg, d.StopGrace); err != nil {
 			r.cfg.Logger.Warn("stopping the container failed", "task", id, "err", err)
@@ -203,6 +207,76 @@ func (r *Runner) Recover(ctx context.Context) (int, error) {
 		_ = r.fail(ctx, id, reason)
 	}
 	return n, errors.Join(errs...)
+}
+
+// RunningServices counts the service containers of this worker that run
+// now (services mode in docker: the cap counts them, also those started
+// before an agent restart).
+func (r *Runner) RunningServices(ctx context.Context) (int, error) {
+	cs, err := r.services(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, c := range cs {
+		if c.State == "running" || c.State == "created" || c.State == "restarting" {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// services lists this worker's service containers (labelled with it as the
+// parent, under a worker id of their own).
+func (r *Runner) services(ctx context.Context) ([]container.Summary, error) {
+	d := r.cfg.Docker
+	if d == nil {
+		return nil, nil
+	}
+	cs, err := d.Engine.Labelled(ctx, docker.LabelParentWorker, r.cfg.WorkerID)
+	if err != nil {
+		return nil, err
+	}
+	out := cs[:0]
+	for _, c := range cs {
+		if c.Labels[docker.LabelWorker] != r.cfg.WorkerID {
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
+// AdoptServices takes over the service containers an earlier run of this
+// worker left running (they outlive an agent restart): each is watched and
+// removed once it ends, as if this agent had started it; ended ones are
+// removed now. It returns how many it adopted.
+func (r *Runner) AdoptServices(ctx context.Context) (int, error) {
+	cs, err := r.services(ctx)
+	if err != nil {
+		return 0, err
+	}
+	d := r.cfg.Docker
+	n := 0
+	for _, c := range cs {
+		id, task := c.ID, c.Labels[docker.LabelTask]
+		if c.State != "running" && c.State != "created" && c.State != "restarting" {
+			if err := d.Engine.Remove(ctx, id); err != nil {
+				r.cfg.Logger.Warn("could not remove an ended service container", "container", shortID(id), "err", err)
+			}
+			continue
+		}
+		n++
+		r.cfg.Logger.Info("adopted a running service container", "container", shortID(id), "task", task, "worker", c.Labels[docker.LabelWorker])
+		go func() {
+			bg := context.WithoutCancel(ctx)
+			code, err := d.Engine.Wait(bg, id)
+			r.cfg.Logger.Info("adopted service ended", "container", shortID(id), "task", task, "exit_code", code, "err", err)
+			if err := d.Engine.Remove(bg, id); err != nil {
+				r.cfg.Logger.Warn("could not remove an ended service container", "container", shortID(id), "err", err)
+			}
+		}()
+	}
+	return n, nil
 }
 
 // sessionEnv is CLEARML_AUTH_TOKEN=<the daemon's token>, or "".

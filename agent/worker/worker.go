@@ -63,6 +63,13 @@ type Config struct {
 
 	Services    bool
 	ServicesMax int // <= 0: unlimited
+	// ServiceCount, when set, counts the running services for ServicesMax
+	// instead of this process's own (docker mode counts the containers
+	// labelled with this worker, so services adopted after a restart count).
+	ServiceCount func(ctx context.Context) (int, error)
+	// ServicesDetached leaves running services behind on exit instead of
+	// waiting for them (docker mode: service containers outlive the agent).
+	ServicesDetached bool
 
 	// Runner runs the tasks; NewServiceRunner, when set, gives the runner of
 	// one services-mode child (worker id "<wid>:service:<task>").
@@ -225,15 +232,20 @@ func (d *Daemon) Run(ctx context.Context) error {
 	go d.reportLoop(reportCtx)
 
 	var children sync.WaitGroup
-	defer children.Wait()
+	waitChildren := func() {
+		if !d.cfg.ServicesDetached {
+			children.Wait()
+		}
+	}
+	defer waitChildren()
 	start := 0 // round robin: the queue to poll first
 	for {
 		d.Beat()
 		if d.draining() || ctx.Err() != nil {
 			break
 		}
-		if d.cfg.Services && d.cfg.ServicesMax > 0 && int(d.running.Load()) >= d.cfg.ServicesMax {
-			d.setStatus(fmt.Sprintf("services mode: %d of %d services running, waiting for one to end", d.running.Load(), d.cfg.ServicesMax))
+		if n := d.services(ctx); d.cfg.Services && d.cfg.ServicesMax > 0 && n >= d.cfg.ServicesMax {
+			d.setStatus(fmt.Sprintf("services mode: %d of %d services running, waiting for one to end", n, d.cfg.ServicesMax))
 			if !d.sleep(ctx, d.cfg.PollInterval) {
 				break
 			}
@@ -284,16 +296,30 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if d.cfg.Notify != nil {
 		_ = d.cfg.Notify.Stopping()
 	}
-	if n := d.running.Load(); n > 0 {
+	if n := d.running.Load(); n > 0 && !d.cfg.ServicesDetached {
 		d.setStatus(fmt.Sprintf("stopping: waiting for %d running task(s)", n))
 	} else {
 		d.setStatus("stopping")
 	}
-	children.Wait()
+	waitChildren()
 	if ctx.Err() != nil && !d.draining() {
 		return ctx.Err()
 	}
 	return nil
+}
+
+// services is how many services run now (ServiceCount, else this
+// process's own count).
+func (d *Daemon) services(ctx context.Context) int {
+	n := int(d.running.Load())
+	if d.cfg.Services && d.cfg.ServiceCount != nil {
+		if c, err := d.cfg.ServiceCount(ctx); err == nil {
+			n = max(n, c)
+		} else if ctx.Err() == nil {
+			d.log.Warn("could not count the running services; counting this agent's own", "err", err)
+		}
+	}
+	return n
 }
 
 // connect logs in, retrying while the server cannot be reached. Bad

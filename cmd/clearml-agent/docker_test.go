@@ -7,6 +7,11 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -24,10 +29,13 @@ import (
 func dockerEnv(t *testing.T, srv *server) (*env, *dockertest.Handle) {
 	t.Helper()
 	eng := dockertest.Engine(t)
-	e := newEnv(t, srv.URL).with(
+	e := newEnv(t, srv.URL)
+	e = e.with(
 		"DOCKER_HOST="+eng.Host,
 		"CLEARML_AGENT_DOCKER_BINARY="+dockertest.AgentBinary(t),
-		"CLEARML_AGENT_EXTRA_DOCKER_ARGS=--network host",
+		// Host networking reaches the emulator on 127.0.0.1; the gate
+		// directory lets the test release waiting tasks.
+		"CLEARML_AGENT_EXTRA_DOCKER_ARGS=--network host -v "+e.gate+":"+e.gate+" -e GATE="+e.gate,
 		"CLEARML_DOCKER_IMAGE="+eng.BusyboxImage,
 		// Each test its own worker: an agent removes the containers an
 		// earlier run of its worker id left behind.
@@ -143,4 +151,204 @@ func TestDockerAbort(t *testing.T) {
 	waitFor(t, "container removed", func() bool { return len(containersOf(t, eng, "clearml-task-id="+id)) == 0 })
 	a.signal(syscall.SIGTERM)
 	a.wait()
+}
+
+// gated is a bash task that prints "started <id>", waits for its gate file
+// (env.release), prints "released <id>" and exits.
+const gated = `echo "started $CLEARML_TASK_ID"
+while [ ! -e "$GATE/$CLEARML_TASK_ID" ]; do sleep 0.1; done
+echo "released $CLEARML_TASK_ID"
+`
+
+// Services mode in docker with N=2: each service is its own worker and
+// container; the third waits until one ends. The daemon leaves its service
+// containers running when it stops, and a new daemon counts them (adopts
+// them) against N.
+func TestDockerServicesMode(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t)
+	e, eng := dockerEnv(t, srv)
+	wid := dockerWorker(t)
+	var ids []string
+	for i := range 3 {
+		id := srv.scriptTask(t, fmt.Sprintf("svc%d", i), "bash", "run.sh", gated, nil)
+		ids = append(ids, id)
+		srv.enqueue(t, id, "services")
+	}
+	t.Cleanup(func() {
+		for _, id := range ids {
+			e.release(t, id)
+		}
+	})
+	a := startAgent(t, e, "daemon", "--queue", "services", "--docker", "--services-mode", "2")
+	for _, id := range ids[:2] {
+		waitFor(t, "service "+id+" started", func() bool { return strings.Contains(srv.logText(id), "started "+id) })
+		if !slices.Contains(srv.workerIDs(), wid+":service:"+id) {
+			t.Errorf("workers %v lack the service's own %s", srv.workerIDs(), wid+":service:"+id)
+		}
+	}
+	a.saw("STATUS=services mode: 2 of 2 services running")
+	if st := srv.Task(ids[2]).Status; st != api.StatusQueued {
+		t.Fatalf("third service %s while two run, want queued", st)
+	}
+	if n := len(containersOf(t, eng, "clearml-parent-worker-id="+wid)); n != 2 {
+		t.Errorf("%d service containers, want 2", n)
+	}
+
+	// The daemon stops; its services run on.
+	a.signal(syscall.SIGTERM)
+	if code := a.wait(); code != 0 {
+		t.Fatalf("exit status %d", code)
+	}
+	if n := len(containersOf(t, eng, "clearml-parent-worker-id="+wid)); n != 2 {
+		t.Fatalf("%d service containers after the daemon stopped, want 2 still running", n)
+	}
+
+	// A new daemon counts them against N: the third still waits.
+	b := startAgent(t, e, "daemon", "--queue", "services", "--docker", "--services-mode", "2")
+	b.saw("STATUS=services mode: 2 of 2 services running")
+	if st := srv.Task(ids[2]).Status; st != api.StatusQueued {
+		t.Fatalf("third service %s after the restart, want queued", st)
+	}
+	e.release(t, ids[0])
+	srv.waitStatus(t, ids[0], api.StatusCompleted)
+	waitFor(t, "third service started", func() bool { return strings.Contains(srv.logText(ids[2]), "started "+ids[2]) })
+	waitFor(t, "the ended service's container removed", func() bool {
+		return len(containersOf(t, eng, "clearml-task-id="+ids[0])) == 0
+	})
+	e.release(t, ids[1])
+	e.release(t, ids[2])
+	srv.waitStatus(t, ids[1], api.StatusCompleted)
+	srv.waitStatus(t, ids[2], api.StatusCompleted)
+	// Ended services are removed, the adopted one too.
+	waitFor(t, "no service containers left", func() bool {
+		return len(containersOf(t, eng, "clearml-parent-worker-id="+wid)) == 0
+	})
+	b.signal(syscall.SIGTERM)
+	b.wait()
+}
+
+// A python task in the python image: venv built inside the container, its
+// caches on the host, the SSH agent socket visible inside.
+func TestDockerPythonTaskAndSSHSocket(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t)
+	e, eng := dockerEnv(t, srv)
+	sock := filepath.Join(e.gate, "agent.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	e = e.with("SSH_AUTH_SOCK=" + sock)
+	py := srv.scriptTask(t, "py", "python3", "main.py", "import os, stat, sys\nprint('python', sys.version.split()[0], 'in', sys.prefix)\nprint('ssh socket', stat.S_ISSOCK(os.stat(os.environ['SSH_AUTH_SOCK']).st_mode))\n",
+		&api.Container{Image: eng.PythonImage})
+	srv.enqueue(t, py, "dq")
+	a := startAgent(t, e, "daemon", "--queue", "dq", "--docker", "--cpu-only")
+	srv.waitStatus(t, py, api.StatusCompleted, api.StatusFailed)
+	log := srv.logText(py)
+	for _, want := range []string{"inside docker: " + eng.PythonImage, "venvs-builds", "ssh socket True"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("task log lacks %q:\n%s", want, log)
+		}
+	}
+	if st := srv.Task(py).Status; st != api.StatusCompleted {
+		t.Errorf("status %s (%s)", st, srv.Task(py).StatusReason)
+	}
+	a.signal(syscall.SIGTERM)
+	a.wait()
+	if _, err := os.Stat(filepath.Join(e.home, ".clearml", "docker-cache")); err != nil {
+		t.Errorf("no per-agent docker caches on the host: %v", err)
+	}
+}
+
+// On this GPU-less machine the engine refuses a GPU request: the task fails
+// with the engine's reason, and the agent goes on.
+func TestDockerGPURequestRefused(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t)
+	e, _ := dockerEnv(t, srv)
+	id := srv.scriptTask(t, "gpu", "bash", "run.sh", "echo never\n", nil)
+	srv.enqueue(t, id, "dq")
+	a := startAgent(t, e, "daemon", "--queue", "dq", "--docker", "--gpus", "0")
+	srv.waitStatus(t, id, api.StatusFailed)
+	if r := srv.Task(id).StatusReason; !strings.Contains(r, "device driver") && !strings.Contains(r, "gpu") {
+		t.Errorf("status reason %q, want the engine's GPU error", r)
+	}
+	a.signal(syscall.SIGTERM)
+	a.wait()
+}
+
+// A container that ends before the agent inside starts the task (its setup
+// script fails) fails the task with the exit code.
+func TestDockerContainerExitsEarly(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t)
+	e, eng := dockerEnv(t, srv)
+	id := srv.scriptTask(t, "early", "bash", "run.sh", "echo never\n", &api.Container{Image: eng.BusyboxImage, Arguments: "--network host", SetupShellScript: "echo setting up; exit 5"})
+	srv.enqueue(t, id, "dq")
+	a := startAgent(t, e, "daemon", "--queue", "dq", "--docker", "--cpu-only")
+	srv.waitStatus(t, id, api.StatusFailed)
+	if r := srv.Task(id).StatusReason; !strings.Contains(r, "exit code 5") {
+		t.Errorf("status reason %q, want exit code 5", r)
+	}
+	a.signal(syscall.SIGTERM)
+	a.wait()
+}
+
+// With no engine at start the agent says so, stays NOT ready and
+// unregistered, and becomes READY once the engine appears.
+func TestDockerEngineAppearsLater(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t)
+	e, eng := dockerEnv(t, srv)
+	real, ok := strings.CutPrefix(eng.Host, "unix://")
+	if !ok {
+		t.Skip("the test engine is not on a unix socket")
+	}
+	link := filepath.Join(t.TempDir(), "docker.sock")
+	e = e.with("DOCKER_HOST=unix://" + link)
+	a := startAgent(t, e, "daemon", "--queue", "dq", "--create-queue", "--docker", "--cpu-only")
+	a.saw("STATUS=not ready: docker engine at unix://" + link + " does not answer")
+	if slices.Contains(a.notifications(), "READY=1") || len(srv.workerIDs()) != 0 {
+		t.Fatalf("READY or registered without an engine: %q", a.notifications())
+	}
+	if err := os.Symlink(real, link); err != nil {
+		t.Fatal(err)
+	}
+	a.noteIs("READY=1")
+	a.signal(syscall.SIGTERM)
+	if code := a.wait(); code != 0 {
+		t.Errorf("exit status %d", code)
+	}
+}
+
+// When the daemon is killed while a task runs, the container's lifeline
+// (stdin) closes and the agent inside stops the task; the next daemon of the
+// same worker removes the container left behind.
+func TestDockerCrashRecovery(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t)
+	e, eng := dockerEnv(t, srv)
+	id := srv.scriptTask(t, "crash", "bash", "run.sh", gated, nil)
+	t.Cleanup(func() { e.release(t, id) })
+	srv.enqueue(t, id, "dq")
+	a := startAgent(t, e, "daemon", "--queue", "dq", "--docker", "--cpu-only")
+	waitFor(t, "task started", func() bool { return strings.Contains(srv.logText(id), "started "+id) })
+	a.signal(syscall.SIGKILL)
+	a.wait()
+	srv.waitStatus(t, id, api.StatusStopped)
+	if n := len(containersOf(t, eng, "clearml-task-id="+id)); n != 1 {
+		t.Fatalf("%d containers of the killed daemon's task, want 1 (left behind)", n)
+	}
+	b := startAgent(t, e, "daemon", "--queue", "dq", "--docker", "--cpu-only")
+	b.noteIs("READY=1")
+	if n := len(containersOf(t, eng, "clearml-task-id="+id)); n != 0 {
+		t.Errorf("%d containers left after the restart, want 0", n)
+	}
+	if !strings.Contains(b.stderr.String(), "removed a container left by an earlier run") {
+		t.Errorf("the restart did not say it removed the container:\n%s", b.stderr.String())
+	}
+	b.signal(syscall.SIGTERM)
+	b.wait()
 }
