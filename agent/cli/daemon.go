@@ -174,7 +174,7 @@ func runDaemon(ctx context.Context, g *Globals, f *daemonFlags) error {
 	// polls, supervises, forwards aborts and reports.
 	ecfg := executor.Config{
 		GlobalArgs: childGlobalArgs(g), Args: childArgs(f, stateDir), Env: childEnv(g.Env), WorkerID: wid,
-		Token: client.Token, API: client, Stderr: g.Stderr, Logger: log,
+		Token: client.Token, API: client, Editor: client, Stderr: g.Stderr, Logger: log,
 	}
 	var preflight func(context.Context) error
 	var runner *executor.Runner

@@ -214,8 +214,12 @@ func buildContainer(g *Globals, t *api.Task, s config.DockerSettings, in buildIn
 	}
 	lines := []string{spec.Choice.LogLine(t.ID, s.HideEnvKeys)}
 	lines = append(lines, spec.Warnings...)
-	return &executor.ContainerSpec{Image: spec.Image, Name: spec.Name, Config: spec.Config, Host: spec.HostConfig,
-		Network: spec.NetworkingConfig, ForcePull: s.ForcePull, Log: lines}, nil
+	out := &executor.ContainerSpec{Image: spec.Image, Name: spec.Name, Config: spec.Config, Host: spec.HostConfig,
+		Network: spec.NetworkingConfig, ForcePull: s.ForcePull, Log: lines}
+	if ch := spec.Choice; ch.WriteBack {
+		out.WriteBack = &api.Container{Image: ch.Image, Arguments: joinArgs(ch.Arguments), SetupShellScript: ch.SetupScript}
+	}
+	return out, nil
 }
 
 // dockerSocket is the engine's unix socket path from DOCKER_HOST, if any.
@@ -260,4 +264,18 @@ func writeContainerConfig(c *config.Config, path string) error {
 		return fmt.Errorf("the configuration for task containers: %w", err)
 	}
 	return nil
+}
+
+// joinArgs writes arguments back as one shell-quoted string (the task's
+// container.arguments).
+func joinArgs(args []string) string {
+	q := make([]string, len(args))
+	for i, a := range args {
+		if a != "" && !strings.ContainsAny(a, " \t\n'\"\\$`*?[]{}();&|<>#~") {
+			q[i] = a
+			continue
+		}
+		q[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+	}
+	return strings.Join(q, " ")
 }

@@ -195,7 +195,7 @@ func executeInDocker(ctx context.Context, g *Globals, f *executeFlags, _ *execut
 	if _, err := connect(ctx); err != nil {
 		return none, err
 	}
-	r, err := executor.New(executor.Config{WorkerID: wid, Token: client.Token, API: client, Stderr: g.Stderr, Logger: log, Docker: dc})
+	r, err := executor.New(executor.Config{WorkerID: wid, Token: client.Token, API: client, Editor: client, Stderr: g.Stderr, Logger: log, Docker: dc})
 	if err != nil {
 		return none, err
 	}

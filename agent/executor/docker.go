@@ -51,6 +51,10 @@ type ContainerSpec struct {
 	Network   *network.NetworkingConfig
 	ForcePull bool
 	Log       []string // lines for the task log before the container starts (image choice, warnings)
+	// WriteBack, when set, is written into the task's container section
+	// (tasks.edit, force) before it runs: the agent's default image (or a
+	// match rule's) becomes the task's own, as the Python agent does.
+	WriteBack *api.Container
 }
 
 // runDocker runs task id's execute child in a container.
@@ -82,6 +86,12 @@ func (r *Runner) runDocker(ctx context.Context, id string, o task.Options) (task
 	}
 	for _, l := range spec.Log {
 		tl.line("INFO", l)
+	}
+	if wb := spec.WriteBack; wb != nil && r.cfg.Editor != nil {
+		if _, err := r.cfg.Editor.EditTask(ctx, api.EditTaskRequest{Task: id, Force: true, Fields: map[string]any{
+			"container": map[string]any{"image": wb.Image, "arguments": wb.Arguments, "setup_shell_script": wb.SetupShellScript}}}); err != nil {
+			r.cfg.Logger.Warn("could not write the container into the task", "task", id, "err", err)
+		}
 	}
 	if err := d.Engine.EnsureImage(ctx, spec.Image, spec.ForcePull, func(l string) { tl.line("INFO", l) }); err != nil {
 		tl.line("ERROR", err.Error())

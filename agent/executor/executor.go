@@ -47,6 +47,11 @@ type Config struct {
 
 	// Docker, when set, runs the children in containers (docker mode).
 	Docker *DockerConfig
+	// Editor writes the chosen container back into the task (docker mode);
+	// nil skips that.
+	Editor interface {
+		EditTask(ctx context.Context, req api.EditTaskRequest) (api.Updated, error)
+	}
 }
 
 // Runner runs each task in its own `clearml-agent execute` child. It

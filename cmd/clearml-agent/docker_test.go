@@ -86,6 +86,10 @@ func TestDockerBashTask(t *testing.T) {
 	if st := srv.Task(ok).Status; st != api.StatusCompleted {
 		t.Errorf("ok task status %q, want completed", st)
 	}
+	// The default image was written into the task, as the Python agent does.
+	if c := srv.Task(ok).Container; c == nil || c.Image != eng.BusyboxImage {
+		t.Errorf("task container after the run = %+v, want the default image written back", c)
+	}
 	if tk := srv.Task(bad); tk.Status != api.StatusFailed || !strings.Contains(tk.StatusReason+tk.StatusMessage, "3") {
 		t.Errorf("bad task = %s (%s / %s), want failed with exit code 3", tk.Status, tk.StatusReason, tk.StatusMessage)
 	}
@@ -351,4 +355,31 @@ func TestDockerCrashRecovery(t *testing.T) {
 	}
 	b.signal(syscall.SIGTERM)
 	b.wait()
+}
+
+// `execute --id T --docker` by hand runs the task in the same container a
+// daemon would, printing its output; task arguments may not mount the
+// agent's own state directory.
+func TestDockerExecuteByHandAndProtectedMount(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t)
+	e, eng := dockerEnv(t, srv)
+	id := srv.scriptTask(t, "byhand", "bash", "run.sh", "echo by hand $CLEARML_TASK_ID\n", nil)
+	code, stdout, stderr := runAgent(t, e, "execute", "--id", id, "--docker", eng.BusyboxImage, "--cpu-only")
+	if code != 0 || !strings.Contains(stderr+stdout, "by hand "+id) {
+		t.Errorf("execute --docker: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	if st := srv.Task(id).Status; st != api.StatusCompleted {
+		t.Errorf("status %s", st)
+	}
+
+	bad := srv.scriptTask(t, "sneaky", "bash", "run.sh", "echo never\n", &api.Container{Image: eng.BusyboxImage, Arguments: "-v " + e.state + ":/stolen"})
+	srv.enqueue(t, bad, "dq")
+	a := startAgent(t, e, "daemon", "--queue", "dq", "--docker", "--cpu-only", "--state-dir", e.state)
+	srv.waitStatus(t, bad, api.StatusFailed)
+	if r := srv.Task(bad).StatusReason; !strings.Contains(r, e.state) {
+		t.Errorf("status reason %q, want the protected state directory named", r)
+	}
+	a.signal(syscall.SIGTERM)
+	a.wait()
 }
