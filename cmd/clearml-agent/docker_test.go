@@ -69,7 +69,15 @@ func TestDockerBashTask(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t)
 	e, eng := dockerEnv(t, srv)
-	ok := srv.scriptTask(t, "ok", "bash", "run.sh", "echo in-container HOME=$HOME worker=$CLEARML_WORKER_ID task=$CLEARML_TASK_ID\nfor i in 1 2 3; do echo line $i; done\n", nil)
+	if err := os.MkdirAll(filepath.Join(e.home, ".ssh"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(e.home, ".ssh", "known_hosts"), []byte("git.example ssh-ed25519 AAAA"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ok := srv.scriptTask(t, "ok", "bash", "run.sh", "echo in-container HOME=$HOME worker=$CLEARML_WORKER_ID task=$CLEARML_TASK_ID\n"+
+		"echo known_hosts: $(cat $HOME/.ssh/known_hosts) $(stat -c %a $HOME/.ssh/known_hosts)\n"+
+		"for i in 1 2 3; do echo line $i; done\n", nil)
 	bad := srv.scriptTask(t, "bad", "bash", "run.sh", "echo failing; exit 3\n", nil)
 	srv.enqueue(t, ok, "dq")
 	srv.enqueue(t, bad, "dq")
@@ -78,7 +86,7 @@ func TestDockerBashTask(t *testing.T) {
 	srv.waitStatus(t, bad, api.StatusCompleted, api.StatusFailed)
 	log := srv.logText(ok)
 	wid := dockerWorker(t)
-	for _, want := range []string{"inside default docker: " + eng.BusyboxImage, "in-container HOME=/root worker=" + wid, "task=" + ok, "line 1\nline 2\nline 3"} {
+	for _, want := range []string{"inside default docker: " + eng.BusyboxImage, "in-container HOME=/root worker=" + wid, "task=" + ok, "known_hosts: git.example ssh-ed25519 AAAA 600", "line 1\nline 2\nline 3"} {
 		if !strings.Contains(log, want) {
 			t.Errorf("task log lacks %q:\n%s", want, log)
 		}
