@@ -34,7 +34,12 @@ func commandLine(tmpl, agentBin, conf string) string {
 // startAgent runs the agent command line through /bin/sh with exec, so the
 // pid we sample is the agent's own, in a process group of its own.
 func (h *harness) startAgent(name string, extraEnv ...string) (*agentProc, error) {
-	line := commandLine(h.cfg.AgentCmd, h.cfg.AgentBin, h.conf)
+	return h.startAgentCmd(name, h.cfg.AgentCmd, extraEnv...)
+}
+
+// startAgentCmd is startAgent with another command template.
+func (h *harness) startAgentCmd(name, tmpl string, extraEnv ...string) (*agentProc, error) {
+	line := commandLine(tmpl, h.cfg.AgentBin, h.conf)
 	logPath := filepath.Join(h.dir, name+".log")
 	f, err := os.Create(logPath)
 	if err != nil {

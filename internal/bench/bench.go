@@ -40,8 +40,16 @@ type Config struct {
 	FleetSizes  []int         // idle agents run side by side in the fleet phase; default 1 and 8
 	FleetSettle time.Duration // idle time after the fleet registered, before the first sample; default 15 s
 	FleetWindow time.Duration // idle window in which the fleet's major faults are counted; default 60 s
-	Phases      []string      // subset of "start", "idle", "fleet", "tasks"; empty runs all
+	Phases      []string      // subset of "start", "idle", "fleet", "tasks", "docker"; empty runs all
 	Progress    io.Writer     // progress lines; nil discards
+
+	// The docker phase (see DefaultDocker*).
+	DockerHost   string // engine; default $DOCKER_HOST, else DefaultDockerHost
+	DockerPython string // image of the python task; default DefaultDockerPython
+	DockerBash   string // image of the bash task; default DefaultDockerBash
+	DockerFlags  string // appended to AgentCmd; default DefaultDockerFlags
+	DockerArgs   string // CLEARML_AGENT_EXTRA_DOCKER_ARGS; default DefaultDockerArgs
+	DockerBinary string // CLEARML_AGENT_DOCKER_BINARY when set; else the agent finds <agent>-static
 }
 
 func (c *Config) defaults() {
@@ -80,6 +88,18 @@ func (c *Config) defaults() {
 	}
 	if c.Progress == nil {
 		c.Progress = io.Discard
+	}
+	if c.DockerPython == "" {
+		c.DockerPython = DefaultDockerPython
+	}
+	if c.DockerBash == "" {
+		c.DockerBash = DefaultDockerBash
+	}
+	if c.DockerFlags == "" {
+		c.DockerFlags = DefaultDockerFlags
+	}
+	if c.DockerArgs == "" {
+		c.DockerArgs = DefaultDockerArgs
 	}
 }
 
@@ -120,8 +140,8 @@ func (h *harness) add(metric, value, target, note string) {
 }
 
 // Run serves the emulator, runs every phase against the agent command and
-// returns the figures. A phase that fails adds a row saying why and the run
-// goes on; the error is non-nil only when the harness itself cannot start.
+// returns the figures. A phase that fails, or cannot run here (the docker
+// phase without an engine), adds a row saying why and the run goes on; the error is non-nil only when the harness itself cannot start.
 func Run(ctx context.Context, cfg Config) ([]Figure, error) {
 	cfg.defaults()
 	dir, err := os.MkdirTemp("", "clearml-bench-")
@@ -165,6 +185,7 @@ func Run(ctx context.Context, cfg Config) ([]Figure, error) {
 		{"idle", h.phaseIdle},
 		{"fleet", h.phaseFleet},
 		{"tasks", h.phaseTasks},
+		{"docker", h.phaseDocker},
 	}
 	for _, p := range phases {
 		if ctx.Err() != nil {
@@ -174,7 +195,11 @@ func Run(ctx context.Context, cfg Config) ([]Figure, error) {
 			continue
 		}
 		h.logf("phase %s", p.name)
-		if err := p.run(ctx); err != nil {
+		var skip skipped
+		switch err := p.run(ctx); {
+		case errors.As(err, &skip):
+			h.add("phase "+p.name, "SKIPPED", "", skip.why)
+		case err != nil:
 			h.add("phase "+p.name, "FAILED", "", oneLine(err))
 		}
 	}

@@ -180,3 +180,22 @@ func TestNotifyListener(t *testing.T) {
 }
 
 var _ http.Handler = (*recorder)(nil)
+
+// TestDockerPhaseSkipsWithoutEngine: no engine answers, so the docker phase
+// adds a SKIPPED row naming the engine and the fix, and Run succeeds.
+func TestDockerPhaseSkipsWithoutEngine(t *testing.T) {
+	t.Parallel()
+	figs, err := Run(t.Context(), Config{AgentBin: "/nonexistent/clearml-agent", NoRepo: true, Phases: []string{"docker"},
+		DockerHost: "unix:///nonexistent/clearml-bench-docker.sock"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(figs) != 1 {
+		t.Fatalf("figures = %+v, want the one SKIPPED row", figs)
+	}
+	f := figs[0]
+	if f.Metric != "phase docker" || f.Value != "SKIPPED" ||
+		!strings.Contains(f.Note, "unix:///nonexistent/clearml-bench-docker.sock") || !strings.Contains(f.Note, "scripts/test-dockerd.sh start") {
+		t.Errorf("row = %+v, want phase docker SKIPPED naming the engine and the fix", f)
+	}
+}

@@ -155,7 +155,13 @@ func (h *harness) waitFinal(ctx context.Context, a *agentProc, id string, d time
 // firstLine runs first.py once and returns get_next_task response -> the
 // add_batch holding its first output line.
 func (h *harness) firstLine(ctx context.Context, a *agentProc, name string) (time.Duration, error) {
-	id := h.newTask(name, "first.py")
+	return h.timeFirst(ctx, a, h.newTask(name, "first.py"))
+}
+
+// timeFirst enqueues task id, whose first output line starts with
+// BENCH-FIRST-<id>, waits until it completed and returns get_next_task
+// response -> the add_batch holding that line.
+func (h *harness) timeFirst(ctx context.Context, a *agentProc, id string) (time.Duration, error) {
 	gnt := h.rec.watch("queues.get_next_task", true, id)
 	first := h.rec.watch("events.add_batch", false, "BENCH-FIRST-", id)
 	defer h.rec.unwatch(gnt, first)
