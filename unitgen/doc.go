@@ -5,8 +5,10 @@
 //
 // It owns: the unit directives (Type=notify with a watchdog, drain-aware stop
 // timeout, per-instance state/cache/logs directories, sandboxing that keeps
-// the NVIDIA devices reachable), the environment-file format, and the
-// validation of instance names, queues and extra variables.
+// the NVIDIA devices reachable; in docker mode the docker group, ordering
+// after the local docker.service, and no devices for the agent itself), the
+// environment-file format, and the validation of instance names, queues and
+// extra variables.
 //
 // It must not: write to disk, call systemctl, read the GPU inventory
 // (agent/gpu does), or put credentials anywhere: API keys and git passwords

@@ -71,7 +71,14 @@ type Options struct {
 	DrainTimeout time.Duration
 	AbortGrace   time.Duration // time between aborting the task and killing it
 	RestartSec   int
-	Docker       bool // at least one agent runs tasks in docker: order after docker.service, join the docker group
+	// Docker: the agents run their tasks in containers (every agent must:
+	// the template is shared). The unit joins the docker group and gets no
+	// device access of its own; see templateUnit.
+	Docker bool
+	// DockerUnit is the local engine's systemd unit ("docker.service") that
+	// docker-mode units want and start after; empty when the engine is
+	// remote or not a systemd service (DOCKER_HOST elsewhere).
+	DockerUnit string
 }
 
 // File is one generated file.
@@ -206,6 +213,8 @@ func validateAgent(o Options, a AgentSpec) error {
 		return fail("docker image %q given without docker mode; set Docker too", a.DockerImage)
 	case a.Docker && !o.Docker:
 		return fail("runs tasks in docker but Options.Docker is off, so the unit would lack the docker group and ordering; turn Options.Docker on")
+	case !a.Docker && o.Docker:
+		return fail("does not run tasks in docker but the shared unit template is in docker mode (no GPU devices, docker group); run every agent in docker or none")
 	case strings.ContainsFunc(a.DockerImage, isSpaceOrControl):
 		return fail("docker image %q contains whitespace; give arguments in clearml.conf agent.default_docker.arguments", a.DockerImage)
 	}
@@ -243,9 +252,10 @@ func templateUnit(o Options) []*unit.UnitOption {
 	unitS("Documentation", "https://clear.ml/docs/latest/docs/clearml_agent")
 	unitS("Wants", "network-online.target")
 	after := "network-online.target nvidia-persistenced.service"
-	if o.Docker {
-		unitS("Wants", "docker.service")
-		after += " docker.service"
+	if o.Docker && o.DockerUnit != "" {
+		// Ordering only: a missing docker.service is no error for Wants=.
+		unitS("Wants", o.DockerUnit)
+		after += " " + o.DockerUnit
 	}
 	unitS("After", after)
 	unitS("PartOf", TargetName)
@@ -275,6 +285,10 @@ func templateUnit(o Options) []*unit.UnitOption {
 	svc("User", o.User)
 	svc("Group", o.Group)
 	if o.Docker {
+		// The engine's socket (root:docker, 0660). Membership is as good as
+		// root on the host: whoever may talk to the engine may start a
+		// privileged container. The sandbox below limits the agent process,
+		// not what it can ask the engine for.
 		svc("SupplementaryGroups", "docker")
 	}
 	if o.WatchdogSec > 0 {
@@ -293,6 +307,12 @@ func templateUnit(o Options) []*unit.UnitOption {
 
 	// Sandboxing, as far as running arbitrary Python tasks allows.
 	// MemoryDenyWriteExecute stays off: Python JITs and ctypes need W+X.
+	// In docker mode the tasks run in containers the engine creates (not
+	// children of this unit), so the agent process itself gets more: no
+	// devices, W^X memory and a system call filter. Nothing is relaxed for
+	// the engine's socket: AF_UNIX is allowed, connect(2) to a socket works
+	// on the read-only /run of ProtectSystem=strict, and the agent itself
+	// creates no namespaces (dockerd does), so RestrictNamespaces stays.
 	svc("NoNewPrivileges", "yes")
 	svc("PrivateTmp", "yes")
 	svc("ProtectSystem", "strict")
@@ -305,17 +325,28 @@ func templateUnit(o Options) []*unit.UnitOption {
 	svc("ProtectHostname", "yes")
 	svc("RestrictSUIDSGID", "yes")
 	svc("RestrictRealtime", "yes")
-	if !o.Docker {
-		svc("RestrictNamespaces", "yes")
-	}
+	svc("RestrictNamespaces", "yes")
 	svc("LockPersonality", "yes")
 	svc("SystemCallArchitectures", "native")
 	svc("RestrictAddressFamilies", "AF_UNIX AF_INET AF_INET6 AF_NETLINK")
 	svc("CapabilityBoundingSet", "")
-	// Only the pseudo devices and the NVIDIA ones (nvidiactl, nvidiaN,
-	// nvidia-uvm, nvidia-caps/*, nvidia-nvswitch): groups from /proc/devices.
-	svc("DevicePolicy", "closed")
-	svc("DeviceAllow", "char-nvidia* rw")
+	if o.Docker {
+		// The GPUs reach the containers through the engine (device
+		// requests); the agent only talks to the server and the socket.
+		svc("PrivateDevices", "yes")
+		svc("DevicePolicy", "closed")
+		svc("ProtectProc", "invisible")
+		svc("MemoryDenyWriteExecute", "yes")
+		// EPERM rather than SIGSYS: a call outside the set fails one
+		// operation with an error in the log instead of killing the agent.
+		svc("SystemCallFilter", "@system-service")
+		svc("SystemCallErrorNumber", "EPERM")
+	} else {
+		// Only the pseudo devices and the NVIDIA ones (nvidiactl, nvidiaN,
+		// nvidia-uvm, nvidia-caps/*, nvidia-nvswitch): groups from /proc/devices.
+		svc("DevicePolicy", "closed")
+		svc("DeviceAllow", "char-nvidia* rw")
+	}
 
 	add("Install", "WantedBy", TargetName)
 	return u

@@ -38,13 +38,24 @@ var scenarios = []struct {
 		name: "docker",
 		opts: Options{
 			BinaryPath: "/opt/clearml/bin/clearml-agent", ConfigPath: "/etc/clearml/agent.conf", EnvDir: "/etc/clearml/env",
-			User: "mlagent", Group: "ml", WatchdogSec: -1, DrainTimeout: -1, RestartSec: 3, Docker: true,
+			User: "mlagent", Group: "ml", WatchdogSec: -1, DrainTimeout: -1, RestartSec: 3, Docker: true, DockerUnit: "docker.service",
 		},
 		agents: []AgentSpec{
 			{Instance: "gpu-GPU-1a2b3c4d", GPUs: []string{"GPU-1a2b3c4d-0000-0000-0000-000000000000"}, Queues: []string{"docker"},
 				Docker: true, DockerImage: "nvidia/cuda:12.4.1-runtime-ubuntu22.04"},
 			{Instance: "services", Services: true, ServicesMax: 4, Queues: []string{"services"}, Docker: true},
-			{Instance: "services_unlimited", Services: true, Queues: []string{"services2"}},
+			{Instance: "services_unlimited", Services: true, Queues: []string{"services2"}, Docker: true},
+		},
+	},
+	{
+		// An engine that is not the local docker.service (DOCKER_HOST
+		// elsewhere) and a static agent at a non-default path.
+		name: "docker_remote",
+		opts: Options{Docker: true},
+		agents: []AgentSpec{
+			{Instance: "gpu0", GPUs: []string{"0"}, Queues: []string{"q"}, Docker: true, ExtraEnv: map[string]string{
+				"DOCKER_HOST": "tcp://10.0.0.5:2375", "CLEARML_AGENT_DOCKER_BINARY": "/opt/clearml/clearml-agent-static"}},
+			{Instance: "cpu0", CPUOnly: true, Queues: []string{"q"}, Docker: true, DockerImage: "python:3.11-slim"},
 		},
 	},
 }
@@ -175,6 +186,7 @@ func TestGenerateErrors(t *testing.T) {
 		{Options{}, with(func(a *AgentSpec) { a.DockerImage = "img" }), `agent "gpu0": docker image "img" given without docker mode; set Docker too`},
 		{Options{}, with(func(a *AgentSpec) { a.Docker = true }), `agent "gpu0": runs tasks in docker but Options.Docker is off`},
 		{Options{Docker: true}, with(func(a *AgentSpec) { a.Docker = true; a.DockerImage = "img --rm" }), `agent "gpu0": docker image "img --rm" contains whitespace`},
+		{Options{Docker: true}, []AgentSpec{ok}, `agent "gpu0": does not run tasks in docker but the shared unit template is in docker mode`},
 		{Options{}, with(func(a *AgentSpec) { a.ExtraEnv = map[string]string{"CLEARML_API_SECRET_KEY": "x"} }), `agent "gpu0": environment variable CLEARML_API_SECRET_KEY looks like a credential; put it in clearml.conf (mode 0600), not in the environment file`},
 		{Options{}, with(func(a *AgentSpec) { a.ExtraEnv = map[string]string{"CLEARML_AGENT_GIT_PASS": "x"} }), `looks like a credential`},
 		{Options{}, with(func(a *AgentSpec) { a.ExtraEnv = map[string]string{"HF_TOKEN": "x"} }), `looks like a credential`},
