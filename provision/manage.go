@@ -25,8 +25,20 @@ type StatusRow struct {
 	Unit     string
 	GPUs     string
 	Queues   string
-	WorkerID string
+	WorkerID string // from the environment file, else the agent's pid file
 	State    systemd.UnitState
+	// Docker mode: the engine the agent uses and its containers (filled in
+	// by AddContainers), or why they could not be listed.
+	Docker     bool
+	DockerHost string
+	Containers []ContainerRow
+	DockerErr  string
+}
+
+// ContainerRow is one container of a docker-mode agent.
+type ContainerRow struct {
+	ID, Image, Task, Status string
+	Worker                  string // the container's clearml-worker-id (services: the child worker)
 }
 
 // Status joins the agents' environment files under root ("" = /) with the
@@ -48,8 +60,18 @@ func Status(ctx context.Context, mgr systemd.Manager, root string) ([]StatusRow,
 			return nil, err
 		}
 		u := unitgen.InstanceUnit(inst)
-		rows[u] = &StatusRow{Unit: u, GPUs: env[unitgen.EnvGPUs], Queues: strings.ReplaceAll(env[unitgen.EnvQueues], " ", ","),
+		r := &StatusRow{Unit: u, GPUs: env[unitgen.EnvGPUs], Queues: strings.ReplaceAll(env[unitgen.EnvQueues], " ", ","),
 			WorkerID: env[unitgen.EnvWorkerID], State: systemd.UnitState{Name: u, ActiveState: "unknown"}}
+		if r.WorkerID == "" {
+			r.WorkerID = runningWorkerID(stateDirOf(root, inst))
+		}
+		if dockerAgent(env) {
+			r.Docker, r.DockerHost = true, env[EnvDockerHost]
+			if r.DockerHost == "" {
+				r.DockerHost = DefaultDockerHost
+			}
+		}
+		rows[u] = r
 	}
 	if mgr != nil {
 		states, err := mgr.States(ctx, systemd.AgentPattern)
@@ -96,6 +118,7 @@ func FormatStatus(rows []StatusRow, now time.Time) string {
 	if len(rows) == 0 {
 		return "no agents provisioned; run agent-provision --gpus 0,1 (or --cpu-agents 1)\n"
 	}
+	formatContainers(&b, rows)
 	return b.String()
 }
 

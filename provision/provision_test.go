@@ -192,7 +192,6 @@ func TestBadInput(t *testing.T) {
 		{"half creds", func(in *Inputs) { in.SecretKey = "" }, "give both --access-key and --secret-key"},
 		{"root is a file", func(in *Inputs) { in.Root, in.SystemRoot = notDir, "" }, "not a directory"},
 		{"root missing", func(in *Inputs) { in.Root, in.SystemRoot = filepath.Join(root, "nope"), "" }, "create the image root first"},
-		{"docker", func(in *Inputs) { in.Docker = true }, "docker mode is not available yet in this version; run without --docker"},
 		{"nothing", func(in *Inputs) { in.GPUs, in.ServicesAgent = "", false }, "nothing to provision"},
 		{"unknown agent queues", func(in *Inputs) { in.AgentQueues = map[string][]string{"gpu7": {"q"}} }, `no agent named "gpu7"`},
 		{"conf syntax", func(in *Inputs) { in.SystemRoot = badConfRoot }, badConf + ":5"},
