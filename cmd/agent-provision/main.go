@@ -55,6 +55,7 @@ type flags struct {
 	purge               bool
 	credsFile           string
 	stateRoot           string
+	dockerSet           bool // --docker or --no-docker given
 }
 
 // Main runs agent-provision and returns the exit status.
@@ -84,8 +85,10 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	app.Flag("cpu-agents", "Number of CPU-only agents.").Envar(env("CPU_AGENTS")).IntVar(&in.CPUAgents)
 	app.Flag("services-agent", "Add a services-mode agent.").Envar(env("SERVICES_AGENT")).BoolVar(&in.ServicesAgent)
 	app.Flag("services-queue", "Queue of the services agent.").Default(provision.DefaultServicesQueue).Envar(env("SERVICES_QUEUE")).StringVar(&in.ServicesQueue)
-	app.Flag("docker", "Run tasks in docker (not available yet in this version).").Envar(env("DOCKER")).BoolVar(&in.Docker)
-	app.Flag("docker-image", "Default docker image (needs --docker).").Envar(env("DOCKER_IMAGE")).StringVar(&in.DockerImage)
+	app.Flag("docker", "Run every agent's tasks in containers on the Docker engine (daemon --docker).").Envar(env("DOCKER")).IsSetByUser(&f.dockerSet).BoolVar(&in.Docker)
+	app.Flag("docker-image", "Default image of the task containers (implies --docker); default: agent.default_docker in clearml.conf.").Envar(env("DOCKER_IMAGE")).StringVar(&in.DockerImage)
+	app.Flag("docker-agent-binary", "Static clearml-agent bind-mounted into task containers (implies --docker; default PREFIX/bin/clearml-agent-static).").Envar(env("DOCKER_AGENT_BINARY")).StringVar(&in.DockerAgentBinary)
+	app.Flag("docker-host", "Docker engine of the agents in docker mode (default unix:///var/run/docker.sock).").Envar("DOCKER_HOST").StringVar(&in.DockerHost)
 	app.Flag("git-user", "Git user for task repositories.").Envar("CLEARML_AGENT_GIT_USER").StringVar(&in.GitUser)
 	app.Flag("git-pass", "Git password or token (written only into clearml.conf).").Envar("CLEARML_AGENT_GIT_PASS").StringVar(&in.GitPass)
 	app.Flag("extra-index-url", "Extra Python package index; repeatable.").Envar(env("EXTRA_INDEX_URL")).StringsVar(&in.ExtraIndexURLs)
@@ -170,6 +173,13 @@ func (f *flags) finish() error {
 	}
 	if f.in.Hostname == "" && f.in.Root == "" {
 		f.in.Hostname, _ = os.Hostname()
+	}
+	if f.dockerSet && !f.in.Docker {
+		for _, c := range []struct{ flag, v string }{{"--docker-image", f.in.DockerImage}, {"--docker-agent-binary", f.in.DockerAgentBinary}} {
+			if c.v != "" {
+				return fmt.Errorf("%s %s runs tasks in docker, but --no-docker (or AGENT_PROVISION_DOCKER=false) turns docker mode off; drop one of them", c.flag, c.v)
+			}
+		}
 	}
 	return nil
 }
@@ -257,6 +267,9 @@ func (f *flags) status(ctx context.Context, stdout io.Writer) error {
 	rows, err := provision.Status(ctx, mgr, f.in.Root)
 	if err != nil {
 		return err
+	}
+	if f.in.Root == "" {
+		provision.AddContainers(ctx, rows)
 	}
 	fmt.Fprint(stdout, provision.FormatStatus(rows, time.Now()))
 	if mgr == nil {
@@ -357,6 +370,7 @@ func (f *flags) run(ctx context.Context, stdout, stderr io.Writer) error {
 	if systemdRunning() {
 		fmt.Fprintln(stdout, "note: systemd is PID 1 here; `agent-provision` (apply) would manage the agents as units instead")
 	}
+	f.in.Supervised = true
 	p, err := f.plan(stderr)
 	if err != nil {
 		return err

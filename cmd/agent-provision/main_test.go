@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"debug/elf"
+	"encoding/binary"
 	"os"
 	"path/filepath"
 	"strings"
@@ -29,7 +31,9 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"--root", root, "--gpus=-1"}, `--gpus "-1"`},
 		{[]string{"--root", root, "--gpus", "-1"}, "unknown short flag '-1'"},
 		{[]string{"--root", root, "--gpus", "a"}, `--gpus "a"`},
-		{[]string{"--root", root, "--gpus", "0", "--docker"}, "docker mode is not available yet in this version; run without --docker"},
+		{[]string{"--root", root, "--gpus", "0", "--docker-image", "img --ipc=host"}, `--docker-image "img --ipc=host": give one image name without spaces`},
+		{[]string{"--root", root, "--gpus", "0", "--no-docker", "--docker-image", "img"}, "--docker-image img runs tasks in docker, but --no-docker (or AGENT_PROVISION_DOCKER=false) turns docker mode off; drop one of them"},
+		{[]string{"--root", root, "--gpus", "0", "--docker", "--docker-host", "ssh://me@box"}, "the agents speak to unix:// and tcp:// engines only"},
 		{[]string{"--root", root, "--gpus", "0", "--api-host", "http://x"}, "credentials missing"},
 		{[]string{"--root", root, "--gpus", "0", "--agent-queues", "gpu0"}, "want AGENT=QUEUE"},
 		{[]string{"--gpus", "0", "--access-key", "a", "--secret-key", "b", "--api-host", "http://x", "--config", filepath.Join(root, "c.conf")}, "systemd is not PID 1 here"},
@@ -38,6 +42,69 @@ func TestBadFlags(t *testing.T) {
 		if code == 0 || !strings.Contains(stderr, tc.want) || strings.Count(stderr, "\n") != 1 {
 			t.Errorf("%v: exit %d, stderr %q; want non-zero and one line with %q", tc.args, code, stderr, tc.want)
 		}
+	}
+}
+
+// Docker mode on this (live) system: a dry run still checks the static
+// agent and the engine, and fails in one line before writing anything.
+func TestDockerDryRunChecks(t *testing.T) {
+	dir := t.TempDir()
+	static := filepath.Join(dir, "clearml-agent-static")
+	writeStaticELF(t, static)
+	dead := "unix://" + filepath.Join(dir, "none.sock")
+	conf := filepath.Join(dir, "clearml.conf")
+	base := []string{"--dry-run", "--cpu-agents", "1", "--api-host", "http://x", "--access-key", "a", "--secret-key", "b", "--config", conf}
+	cases := []struct {
+		args []string
+		want string
+	}{
+		// The static agent is checked first, so this does not depend on
+		// the host having a docker group.
+		{[]string{"--docker-agent-binary", filepath.Join(dir, "missing")}, "--docker-agent-binary " + filepath.Join(dir, "missing") + ": no such file"},
+	}
+	if self, err := os.Executable(); err == nil {
+		if f, err := elf.Open(self); err == nil {
+			for _, p := range f.Progs {
+				if p.Type == elf.PT_INTERP {
+					cases = append(cases, struct {
+						args []string
+						want string
+					}{[]string{"--docker-agent-binary", self}, "is dynamically linked"})
+				}
+			}
+			f.Close()
+		}
+	}
+	want := "docker engine not reachable at " + dead
+	if g, err := os.ReadFile("/etc/group"); err != nil || !strings.Contains("\n"+string(g), "\ndocker:") {
+		want = `no group "docker" here`
+	}
+	cases = append(cases, struct {
+		args []string
+		want string
+	}{[]string{"--docker", "--docker-agent-binary", static, "--docker-host", dead}, want})
+	for _, tc := range cases {
+		code, out, stderr := run(t, append(append([]string{}, base...), tc.args...)...)
+		if code == 0 || !strings.Contains(stderr, tc.want) || strings.Count(stderr, "\n") != 1 {
+			t.Errorf("%v: exit %d, stderr %q; want non-zero and one line with %q\n%s", tc.args, code, stderr, tc.want, out)
+		}
+		if _, err := os.Stat(conf); !os.IsNotExist(err) {
+			t.Errorf("%v: %s written", tc.args, conf)
+		}
+	}
+}
+
+// writeStaticELF writes the header of a static x86-64 executable: an ELF
+// file without a program interpreter, which is all the check reads.
+func writeStaticELF(t *testing.T, file string) {
+	t.Helper()
+	var b bytes.Buffer
+	hdr := elf.Header64{Type: uint16(elf.ET_EXEC), Machine: uint16(elf.EM_X86_64), Version: uint32(elf.EV_CURRENT), Ehsize: 64, Phentsize: 56, Shentsize: 64}
+	copy(hdr.Ident[:], elf.ELFMAG)
+	hdr.Ident[elf.EI_CLASS], hdr.Ident[elf.EI_DATA], hdr.Ident[elf.EI_VERSION] = byte(elf.ELFCLASS64), byte(elf.ELFDATA2LSB), byte(elf.EV_CURRENT)
+	binary.Write(&b, binary.LittleEndian, hdr)
+	if err := os.WriteFile(file, b.Bytes(), 0o755); err != nil {
+		t.Fatal(err)
 	}
 }
 
