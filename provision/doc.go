@@ -4,8 +4,15 @@
 // stop) and applies it: atomic writes, the agent system user, then
 // daemon-reload, enable, start and wait through a systemd.Manager, or
 // offline enabling under an image root (--root). It also lists the provisioned
-// agents (Status), removes them (Remove) and fills in credentials on first
-// boot (FirstBoot).
+// agents (Status, with the containers of docker-mode agents: AddContainers),
+// removes them (Remove) and fills in credentials on first boot (FirstBoot).
+//
+// Docker mode (Inputs.Docker): the plan checks, before anything is written,
+// that the static agent for the task containers exists and is static, that
+// the docker group exists and that the engine answers (one-line errors
+// naming the fix; warnings only for --root image builds, whose engine is not
+// running). It talks to the engine only through the Docker API client: a
+// version query in the plan, a container list by label in AddContainers.
 //
 // Rules it keeps: re-applying the same inputs writes nothing and restarts
 // nothing; changed inputs restart only the affected agents; agents no longer

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/user"
 	"path"
 	"path/filepath"
 	"strconv"
@@ -165,6 +166,13 @@ func (p *Plan) checkDocker(ctx context.Context) error {
 
 	if !in.Supervised {
 		gid, ok := lookupGroup(p.hostPath("/etc/group"), DockerGroup)
+		if !ok && in.SystemRoot == "" {
+			// A group from NSS (LDAP, sssd) serves SupplementaryGroups= too.
+			if g, err := user.LookupGroup(DockerGroup); err == nil {
+				gid, _ = strconv.Atoi(g.Gid)
+				ok = true
+			}
+		}
 		if !ok {
 			return fmt.Errorf("docker mode: no group %q here, so the units' SupplementaryGroups=%s would fail: install docker.io (it creates the group and docker.service), or groupadd --system %s and give it the engine's socket", DockerGroup, DockerGroup, DockerGroup)
 		}
