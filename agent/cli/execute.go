@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"syscall"
 
 	"github.com/alecthomas/kingpin/v2"
@@ -129,7 +128,11 @@ func execute(ctx context.Context, g *Globals, f *executeFlags, rep *executor.Rep
 	}
 	stateDir := f.stateDir
 	if stateDir == "" {
-		stateDir = filepath.Join(os.TempDir(), fmt.Sprintf("clearml-agent-execute-%d", os.Getpid()))
+		dir, err := os.MkdirTemp("", "clearml-agent-execute-")
+		if err != nil {
+			return none, fmt.Errorf("a private state directory for execute: %w; set TMPDIR to a writable directory", err)
+		}
+		stateDir = dir
 		defer os.RemoveAll(stateDir)
 	}
 	echo := g.Stdout
@@ -185,7 +188,10 @@ func executeInDocker(ctx context.Context, g *Globals, f *executeFlags, _ *execut
 	if _, err := client.Login(ctx); err != nil {
 		return none, err
 	}
-	stateDir := filepath.Join(os.TempDir(), fmt.Sprintf("clearml-agent-execute-%d", os.Getpid()))
+	stateDir, err := os.MkdirTemp("", "clearml-agent-execute-")
+	if err != nil {
+		return none, fmt.Errorf("a private state directory for execute: %w; set TMPDIR to a writable directory", err)
+	}
 	defer os.RemoveAll(stateDir)
 	dc, connect, err := newDockerConfig(g, cfg, dockerMode{cli: f.docker, workerID: wid, gpus: f.gpus, cpuOnly: f.cpuOnly || a.CPUOnly,
 		logLevel: f.logLevel, stateDir: stateDir, echo: true}, log)

@@ -21,8 +21,13 @@
 //     same timestamps, rather than be lost. Clear failures (connection
 //     refused, 429, most 5xx) never duplicate.
 //   - Back-pressure: Write only appends to memory. When memory is full it
-//     appends to the spool file; when the spool is full too (or there is no
-//     SpoolDir) Write BLOCKS until the sender makes room. It never drops.
+//     appends to the spool file (its directory is created on first use). A
+//     task is never held up by a server outage: when the spool is full too
+//     (SpoolMaxBytes, default 1 GiB) or cannot be written, later lines are
+//     dropped, counted (Stats.LinesSpoolDropped), warned about once, and a
+//     line "[clearml-agent] N log lines were dropped here" marks the gap in
+//     the log as soon as there is room again (or when the shipper closes).
+//     Without a SpoolDir, Write blocks until the sender makes room.
 //
 // It must not: run processes, decide task status, or read the config file.
 // Unlike the reference agent (which drops lines of a failed send) it retries.

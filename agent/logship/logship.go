@@ -105,11 +105,14 @@ type Stats struct {
 	LinesIn      uint64 // accepted by Write
 	LinesSent    uint64 // acknowledged by the server
 	LinesDropped uint64 // in batches the server rejected permanently
-	Pending      uint64 // accepted, neither sent nor dropped
-	Batches      uint64 // successful requests
-	Retries      uint64 // failed requests that were retried
-	SpilledBytes int64  // written to the spool file in total
-	SpoolBytes   int64  // spool file size now
+	// LinesSpoolDropped counts the lines dropped because memory and the
+	// spool were both full during an outage; the log says where.
+	LinesSpoolDropped uint64
+	Pending           uint64 // accepted, neither sent nor dropped
+	Batches           uint64 // successful requests
+	Retries           uint64 // failed requests that were retried
+	SpilledBytes      int64  // written to the spool file in total
+	SpoolBytes        int64  // spool file size now
 }
 
 type record struct {
@@ -142,11 +145,14 @@ type Shipper struct {
 	seqDone  uint64
 	lastTS   int64
 	closed   bool
-	flushing int           // Flush calls waiting
-	progress chan struct{} // closed and replaced whenever seqDone grows
-	stats    Stats
-	lastErr  error
-	closeErr error
+	flushing int // Flush calls waiting
+
+	spoolDropped   uint64 // lines dropped since the spool filled up, not yet reported in the log
+	spoolErrLogged bool
+	progress       chan struct{} // closed and replaced whenever seqDone grows
+	stats          Stats
+	lastErr        error
+	closeErr       error
 }
 
 // New starts a Shipper for cfg.Task. Call Close to stop it.
@@ -216,33 +222,82 @@ func cutAt(s string, max int) int {
 }
 
 func (s *Shipper) addLocked(r record) error {
+	if err := s.reportDroppedLocked(r.ms); err != nil {
+		return err
+	}
+	ok, err := s.placeLocked(r)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		// Memory and spool are full: the task must not be held up by the
+		// server's outage, so the line is dropped, counted and reported.
+		if s.spoolDropped == 0 {
+			s.log.Warn("log spool full while the server is unreachable: dropping task log lines until it drains",
+				"task", s.cfg.Task, "spool_max_bytes", s.cfg.SpoolMaxBytes)
+		}
+		s.spoolDropped++
+		s.stats.LinesSpoolDropped++
+		return nil
+	}
+	s.afterPlaceLocked()
+	return nil
+}
+
+// reportDroppedLocked puts a line saying how many lines are missing where
+// they were dropped, once there is room again.
+func (s *Shipper) reportDroppedLocked(ms int64) error {
+	if s.spoolDropped == 0 {
+		return nil
+	}
+	m := record{level: "WARNING", ms: ms, text: fmt.Sprintf("[clearml-agent] %d log lines were dropped here: "+
+		"the server was unreachable and the log spool reached its limit of %d bytes", s.spoolDropped, s.cfg.SpoolMaxBytes)}
+	ok, err := s.placeLocked(m)
+	if err != nil {
+		return err
+	}
+	if ok {
+		s.spoolDropped = 0
+		s.afterPlaceLocked()
+	}
+	return nil
+}
+
+// placeLocked puts r in memory, or in the spool once memory is full. With a
+// spool it reports false when the spool is full (or cannot be written)
+// instead of waiting; without one it waits for the sender to make room.
+func (s *Shipper) placeLocked(r record) (bool, error) {
 	size := r.memSize()
 	for {
 		if s.closed {
-			return ErrClosed
+			return false, ErrClosed
 		}
 		if s.spool.unread() == 0 && s.memBytes+size <= s.cfg.MemoryMaxBytes {
 			s.q = append(s.q, r)
 			s.memBytes += size
-			break
+			return true, nil
 		}
 		if s.spool.enabled() {
 			n, err := s.spool.append(r)
 			if err == nil {
 				s.stats.SpilledBytes += int64(n)
-				break
+				return true, nil
 			}
-			if !errors.Is(err, errSpoolFull) {
-				s.log.Error("cannot spill log lines to disk; waiting for the server instead", "err", err)
+			if !errors.Is(err, errSpoolFull) && !s.spoolErrLogged {
+				s.spoolErrLogged = true
+				s.log.Error("cannot spill log lines to disk", "err", err)
 			}
+			return false, nil
 		}
 		s.space.Wait()
 	}
+}
+
+func (s *Shipper) afterPlaceLocked() {
 	s.seqIn++
 	if s.seqIn-s.seqDone >= uint64(s.cfg.MaxBatchLines) || s.memBytes >= s.cfg.MaxBatchBytes {
 		s.kickSender()
 	}
-	return nil
 }
 
 func (s *Shipper) kickSender() {
@@ -296,6 +351,16 @@ func (s *Shipper) Close(ctx context.Context) error {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		return s.closeErr
+	}
+	if s.spoolDropped > 0 {
+		// Lines were dropped and nothing was written since: make room,
+		// then say so at the end of the log.
+		s.mu.Unlock()
+		_ = s.Flush(ctx)
+		s.mu.Lock()
+		if err := s.reportDroppedLocked(s.cfg.Now().UnixMilli()); err != nil {
+			s.log.Warn("could not report dropped log lines", "err", err)
+		}
 	}
 	s.closed = true
 	s.space.Broadcast()

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -203,7 +204,11 @@ func TestSpillToDiskAndReplay(t *testing.T) {
 	}
 }
 
-func TestFullSpoolBlocksWriterInsteadOfDropping(t *testing.T) {
+// With the server down and memory and spool full, the writer (the task's
+// output) is not held up: later lines are dropped, counted, and a line in the
+// log says how many are missing where; everything before and after arrives in
+// order.
+func TestFullSpoolDropsAndReports(t *testing.T) {
 	t.Parallel()
 	up := make(chan struct{})
 	f := newFake(func(int) error {
@@ -215,35 +220,32 @@ func TestFullSpoolBlocksWriterInsteadOfDropping(t *testing.T) {
 		}
 	})
 	cfg := testConfig()
-	cfg.SpoolDir = t.TempDir()
+	cfg.SpoolDir = filepath.Join(t.TempDir(), "not", "yet", "there") // created on first spill
 	cfg.MemoryMaxBytes = 128 << 10
 	cfg.SpoolMaxBytes = 64 << 10
 	s := New(cfg, f)
 	want := numbered(10000)
-	wrote := make(chan struct{})
-	go func() {
-		defer close(wrote)
-		writeAll(t, s, want)
-	}()
-	// Wait until the writer is stuck: memory and spool full, lines outstanding.
-	for {
-		st := s.Stats()
-		if st.SpoolBytes > cfg.SpoolMaxBytes-64 && st.LinesIn < uint64(len(want)) {
-			break
-		}
-		select {
-		case <-wrote:
-			t.Fatalf("all lines accepted with the server down and a %d-byte spool; stats %+v", cfg.SpoolMaxBytes, st)
-		case <-time.After(time.Millisecond):
-		}
+	writeAll(t, s, want) // returns although the server is down
+	st := s.Stats()
+	if st.LinesSpoolDropped == 0 || st.LinesIn+st.LinesSpoolDropped != uint64(len(want)) {
+		t.Fatalf("stats %+v: want some of %d lines dropped and the rest accepted", st, len(want))
 	}
 	close(up)
-	<-wrote
+	if err := s.Flush(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	writeAll(t, s, []string{"after the outage"})
 	if err := s.Close(t.Context()); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
-	if diff := cmp.Diff(want, f.lines(t)); diff != "" {
-		t.Errorf("delivered lines (-want +got):\n%s", diff)
+	got := f.lines(t)
+	kept := int(st.LinesIn)
+	if diff := cmp.Diff(want[:kept], got[:kept]); diff != "" {
+		t.Errorf("lines before the drop (-want +got):\n%s", diff)
+	}
+	marker := fmt.Sprintf("[clearml-agent] %d log lines were dropped here", st.LinesSpoolDropped)
+	if len(got) != kept+2 || !strings.HasPrefix(got[kept], marker) || got[kept+1] != "after the outage" {
+		t.Errorf("after the kept lines got %q, want the drop marker %q then the next line", got[kept:], marker)
 	}
 }
 
@@ -469,5 +471,35 @@ func BenchmarkMillionLines(b *testing.B) {
 			b.Fatalf("sent %d lines, want %d", c.lines, n)
 		}
 		b.ReportMetric(float64(n)/el.Seconds(), "lines/s")
+	}
+}
+
+// Lines dropped at the end of a task (nothing written after the outage) are
+// still reported, at the end of the log, when the shipper closes.
+func TestFullSpoolReportedOnClose(t *testing.T) {
+	t.Parallel()
+	up := make(chan struct{})
+	f := newFake(func(int) error {
+		select {
+		case <-up:
+			return nil
+		default:
+			return errDown
+		}
+	})
+	cfg := testConfig()
+	cfg.SpoolDir = t.TempDir()
+	cfg.MemoryMaxBytes = 64 << 10
+	cfg.SpoolMaxBytes = 32 << 10
+	s := New(cfg, f)
+	writeAll(t, s, numbered(5000))
+	st := s.Stats()
+	close(up)
+	if err := s.Close(t.Context()); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	got := f.lines(t)
+	if len(got) != int(st.LinesIn)+1 || !strings.Contains(got[len(got)-1], fmt.Sprintf("%d log lines were dropped", st.LinesSpoolDropped)) {
+		t.Errorf("%d lines, last %q; want %d kept lines then the drop marker", len(got), got[len(got)-1], st.LinesIn)
 	}
 }

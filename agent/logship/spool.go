@@ -46,6 +46,9 @@ func (sp *spool) append(r record) (int, error) {
 			}
 			return '_'
 		}, sp.task)
+		if err := os.MkdirAll(sp.dir, 0o700); err != nil {
+			return 0, fmt.Errorf("create spool directory %q: %w; check that the agent's state directory is writable", sp.dir, err)
+		}
 		f, err := os.CreateTemp(sp.dir, "logship-"+name+"-*.spool")
 		if err != nil {
 			return 0, fmt.Errorf("create spool file in %q: %w; check agent.log_spool_dir exists and is writable", sp.dir, err)
