@@ -22,8 +22,8 @@ import (
 	"github.com/docker/docker/api/types/filters"
 
 	"github.com/gpufleet/clearml-agent-go/agent/api"
-	"github.com/gpufleet/clearml-agent-go/agent/emulator"
 	"github.com/gpufleet/clearml-agent-go/internal/dockertest"
+	"github.com/gpufleet/clearml-agent-go/internal/emulator"
 	"github.com/gpufleet/clearml-agent-go/internal/nspawn"
 )
 

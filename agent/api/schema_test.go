@@ -22,8 +22,8 @@ import (
 	"time"
 
 	"github.com/gpufleet/clearml-agent-go/agent/api"
-	"github.com/gpufleet/clearml-agent-go/agent/emulator"
 	"github.com/gpufleet/clearml-agent-go/internal/apischema"
+	"github.com/gpufleet/clearml-agent-go/internal/emulator"
 )
 
 var endpointName = regexp.MustCompile(`^[a-z]+\.[a-z_]+$`)

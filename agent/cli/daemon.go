@@ -21,10 +21,11 @@ import (
 
 	"github.com/gpufleet/clearml-agent-go/agent/api"
 	"github.com/gpufleet/clearml-agent-go/agent/executor"
-	"github.com/gpufleet/clearml-agent-go/agent/identity"
+	"github.com/gpufleet/clearml-agent-go/agent/instance"
 	"github.com/gpufleet/clearml-agent-go/agent/process"
 	"github.com/gpufleet/clearml-agent-go/agent/stats"
 	"github.com/gpufleet/clearml-agent-go/agent/worker"
+	"github.com/gpufleet/clearml-agent-go/agent/workerid"
 	"github.com/gpufleet/clearml-agent-go/internal/sdnotify"
 )
 
@@ -85,7 +86,7 @@ func registerDaemon(app *kingpin.Application, g *Globals) {
 func runDaemon(ctx context.Context, g *Globals, f *daemonFlags) error {
 	stateDir := f.stateDir
 	if stateDir == "" {
-		stateDir = identity.DefaultStateDir()
+		stateDir = instance.DefaultStateDir()
 	}
 	if f.status {
 		return printRunning(g.Stdout, stateDir)
@@ -105,21 +106,21 @@ func runDaemon(ctx context.Context, g *Globals, f *daemonFlags) error {
 	if agentCfg.CPUOnly {
 		f.cpuOnly = true
 	}
-	idOpts := identity.IDOptions{WorkerID: agentCfg.WorkerID, WorkerName: agentCfg.WorkerName, Getenv: g.Getenv,
+	idOpts := workerid.Options{WorkerID: agentCfg.WorkerID, WorkerName: agentCfg.WorkerName, Getenv: g.Getenv,
 		GPUs: f.gpus, CPUOnly: f.cpuOnly}
 	if len(f.stop) > 0 {
 		sel := strings.Join(f.stop, "")
 		if sel == "" && (f.gpus != "" || agentCfg.WorkerID != "" || g.Getenv("CLEARML_WORKER_ID") != "") {
-			sel = identity.WorkerID(idOpts)
+			sel = workerid.For(idOpts)
 		}
-		return identity.Stop(ctx, stateDir, sel, 10*time.Second, func(s string) { fmt.Fprintln(g.Stdout, s) })
+		return instance.Stop(ctx, stateDir, sel, 10*time.Second, func(s string) { fmt.Fprintln(g.Stdout, s) })
 	}
-	if f.detached && !identity.IsDetachedChild() {
+	if f.detached && !instance.IsDetachedChild() {
 		if err := os.MkdirAll(stateDir, 0o755); err != nil {
 			return fmt.Errorf("state dir %s: %w; pass a writable --state-dir", stateDir, err)
 		}
-		logPath := identity.LogPath(stateDir, identity.WorkerID(idOpts))
-		pid, err := identity.Detach(logPath, os.Args[1:], g.Env)
+		logPath := instance.LogPath(stateDir, workerid.For(idOpts))
+		pid, err := instance.Detach(logPath, os.Args[1:], g.Env)
 		if err != nil {
 			return err
 		}
@@ -136,7 +137,7 @@ func runDaemon(ctx context.Context, g *Globals, f *daemonFlags) error {
 		// workers of 63 more (docs/benchmarks.md, "Memory of a fleet").
 		runtime.GOMAXPROCS(1)
 	}
-	inst, err := identity.Acquire(stateDir, idOpts)
+	inst, err := instance.Acquire(stateDir, idOpts)
 	if err != nil {
 		return err
 	}
@@ -380,7 +381,7 @@ func splitQueues(in []string) []string {
 }
 
 func printRunning(w io.Writer, stateDir string) error {
-	rs, err := identity.List(stateDir)
+	rs, err := instance.List(stateDir)
 	if err != nil {
 		return err
 	}

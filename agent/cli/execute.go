@@ -11,8 +11,8 @@ import (
 
 	"github.com/gpufleet/clearml-agent-go/agent/api"
 	"github.com/gpufleet/clearml-agent-go/agent/executor"
-	"github.com/gpufleet/clearml-agent-go/agent/identity"
 	"github.com/gpufleet/clearml-agent-go/agent/task"
+	"github.com/gpufleet/clearml-agent-go/agent/workerid"
 )
 
 func init() { commands = append(commands, registerExecute) }
@@ -113,7 +113,7 @@ func execute(ctx context.Context, g *Globals, f *executeFlags, rep *executor.Rep
 	a := cfg.Agent()
 	wid := f.workerID
 	if wid == "" {
-		wid = identity.WorkerID(identity.IDOptions{WorkerID: a.WorkerID, WorkerName: a.WorkerName, Getenv: g.Getenv, Mode: identity.Execute})
+		wid = workerid.For(workerid.Options{WorkerID: a.WorkerID, WorkerName: a.WorkerName, Getenv: g.Getenv, Mode: workerid.Execute})
 	}
 	client, err := newClient(g, cfg, nil, log)
 	if err != nil {
@@ -179,7 +179,7 @@ func executeInDocker(ctx context.Context, g *Globals, f *executeFlags, _ *execut
 	a := cfg.Agent()
 	wid := f.workerID
 	if wid == "" {
-		wid = identity.WorkerID(identity.IDOptions{WorkerID: a.WorkerID, WorkerName: a.WorkerName, Getenv: g.Getenv, Mode: identity.Execute})
+		wid = workerid.For(workerid.Options{WorkerID: a.WorkerID, WorkerName: a.WorkerName, Getenv: g.Getenv, Mode: workerid.Execute})
 	}
 	client, err := newClient(g, cfg, nil, log)
 	if err != nil {

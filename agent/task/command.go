@@ -10,7 +10,7 @@ import (
 	"github.com/google/shlex"
 
 	"github.com/gpufleet/clearml-agent-go/agent/process"
-	"github.com/gpufleet/clearml-agent-go/agent/pyenv"
+	"github.com/gpufleet/clearml-agent-go/agent/venv"
 )
 
 type kind int
@@ -31,7 +31,7 @@ func entryKind(binary string) kind {
 }
 
 // buildCommand returns the process spec for the entry point in dir.
-func buildCommand(k kind, env *pyenv.Env, dir, entry string, environ []string) (process.Spec, error) {
+func buildCommand(k kind, env *venv.Env, dir, entry string, environ []string) (process.Spec, error) {
 	entry = strings.TrimSpace(entry)
 	if entry == "" {
 		return process.Spec{}, errors.New("the task has no entry point (script.entry_point); set it to a script or '-m module'")

@@ -3,7 +3,7 @@
 // started, clone its repository (agent/repo), pick its requirements (the
 // stored script.requirements.pip, or the repository's requirements.txt when
 // it stores none or with force_repo_requirements_txt), build or reuse its
-// Python environment (agent/pyenv), run the entry point as a supervised process
+// Python environment (agent/venv), run the entry point as a supervised process
 // group (agent/process), ship every output line to the server
 // (agent/logship), watch for aborts and ping the task, and report the final
 // status after the last log line was flushed.

@@ -15,8 +15,8 @@ import (
 	"github.com/gpufleet/clearml-agent-go/agent/api"
 	"github.com/gpufleet/clearml-agent-go/agent/logship"
 	"github.com/gpufleet/clearml-agent-go/agent/process"
-	"github.com/gpufleet/clearml-agent-go/agent/pyenv"
 	"github.com/gpufleet/clearml-agent-go/agent/repo"
+	"github.com/gpufleet/clearml-agent-go/agent/venv"
 )
 
 // API is what a task run needs from the ClearML server; *api.Client has it.
@@ -312,15 +312,15 @@ func (ru *run) execute(ctx context.Context, o Options) Outcome {
 
 	// Check the entry point before the (slow) environment setup.
 	kind := entryKind(sc.Binary)
-	if _, err := buildCommand(kind, &pyenv.Env{Python: "python3"}, codeDir, entry, nil); err != nil {
+	if _, err := buildCommand(kind, &venv.Env{Python: "python3"}, codeDir, entry, nil); err != nil {
 		return fail("invalid entry point", err)
 	}
 
 	// Python environment, only for python entry points.
-	var env *pyenv.Env
+	var env *venv.Env
 	if kind == kindPython {
 		reqs := ru.requirements(sc, codeDir)
-		env, err = pyenv.Ensure(work, pyenv.Spec{
+		env, err = venv.Ensure(work, venv.Spec{
 			PythonBinary: sc.Binary, PythonFallbacks: r.s.PythonFallbacks, IgnoreRequestedVersion: r.s.IgnoreRequestedVersion,
 			Requirements: reqs.text, RequirementsFile: reqs.file, RequirementsDir: reqs.dir,
 			Manager: r.s.PackageManager, ProjectDirs: codeDirs(codeDir, ru.codeRoot), PoetryArgs: r.s.PoetryArgs,
@@ -402,8 +402,8 @@ func (ru *run) finish(out *Outcome) {
 // agent does: the freeze becomes requirements.pip, and the requested list
 // (the stored one, else what was installed, e.g. the repository's
 // requirements.txt) is kept once in org_pip.
-func (ru *run) reportRequirements(ctx context.Context, env *pyenv.Env, req *api.Requirements, installed string) {
-	frozen, err := pyenv.Freeze(ctx, env)
+func (ru *run) reportRequirements(ctx context.Context, env *venv.Env, req *api.Requirements, installed string) {
+	frozen, err := venv.Freeze(ctx, env)
 	if err != nil {
 		ru.r.s.Logger.Debug("pip freeze failed", "task", ru.id, "err", err)
 		return
@@ -615,7 +615,7 @@ func writeScript(dir, entry, text string) error {
 
 // baseEnv is the task's environment: the agent's, the configured extras and
 // the variables the reference agent sets; with a venv, its bin first on PATH.
-func (r *Runner) baseEnv(taskID string, env *pyenv.Env) []string {
+func (r *Runner) baseEnv(taskID string, env *venv.Env) []string {
 	base := r.s.Env
 	if base == nil {
 		base = os.Environ()

@@ -18,8 +18,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/gpufleet/clearml-agent-go/agent/api"
-	"github.com/gpufleet/clearml-agent-go/agent/emulator"
 	"github.com/gpufleet/clearml-agent-go/agent/task"
+	"github.com/gpufleet/clearml-agent-go/internal/emulator"
 	"github.com/gpufleet/clearml-agent-go/internal/gittest"
 	"github.com/gpufleet/clearml-agent-go/internal/wheeltest"
 )

@@ -17,9 +17,9 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/gpufleet/clearml-agent-go/agent/api"
-	"github.com/gpufleet/clearml-agent-go/agent/emulator"
 	"github.com/gpufleet/clearml-agent-go/agent/task"
 	"github.com/gpufleet/clearml-agent-go/agent/worker"
+	"github.com/gpufleet/clearml-agent-go/internal/emulator"
 )
 
 const workerID = "testhost:cpu:0"

@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/gpufleet/clearml-agent-go/agent/api"
-	"github.com/gpufleet/clearml-agent-go/agent/emulator"
+	"github.com/gpufleet/clearml-agent-go/internal/emulator"
 	"github.com/gpufleet/clearml-agent-go/internal/gittest"
 )
 

@@ -20,7 +20,7 @@ import (
 	"time"
 
 	"github.com/gpufleet/clearml-agent-go/agent/api"
-	"github.com/gpufleet/clearml-agent-go/agent/emulator"
+	"github.com/gpufleet/clearml-agent-go/internal/emulator"
 	"github.com/gpufleet/clearml-agent-go/internal/gittest"
 )
 

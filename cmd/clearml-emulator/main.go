@@ -1,5 +1,5 @@
 // Command clearml-emulator serves the in-memory ClearML API of package
-// agent/emulator on a loopback address, for demos and manual tests.
+// internal/emulator on a loopback address, for demos and manual tests.
 package main
 
 import (
@@ -18,7 +18,7 @@ import (
 
 	"github.com/alecthomas/kingpin/v2"
 
-	"github.com/gpufleet/clearml-agent-go/agent/emulator"
+	"github.com/gpufleet/clearml-agent-go/internal/emulator"
 )
 
 func main() {

@@ -24,6 +24,6 @@
 // let a test pass. A field the schema lacks but the real server sends anyway
 // is written down with Extra and the reason (see the task document).
 //
-// Tests that use it: agent/emulator (every served endpoint's response) and
+// Tests that use it: internal/emulator (every served endpoint's response) and
 // agent/api (every request the client sends).
 package apischema

@@ -16,7 +16,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/gpufleet/clearml-agent-go/agent/emulator"
+	"github.com/gpufleet/clearml-agent-go/internal/emulator"
 )
 
 // DefaultAgentCmd is the agent command template: {agent} is Config.AgentBin

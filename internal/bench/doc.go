@@ -1,5 +1,5 @@
 // Package bench is the benchmark harness of clearml-agent (issue 3 §8): it
-// serves agent/emulator over HTTP on 127.0.0.1, starts an agent command line
+// serves internal/emulator over HTTP on 127.0.0.1, starts an agent command line
 // taken from a template (so the same run can time the Python agent, which
 // accepts the same flags), and prints a table of figures: start to
 // workers.register and READY=1, idle RSS and idle request rate, get_next_task

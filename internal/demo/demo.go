@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/gpufleet/clearml-agent-go/agent/api"
-	"github.com/gpufleet/clearml-agent-go/agent/emulator"
+	"github.com/gpufleet/clearml-agent-go/internal/emulator"
 )
 
 // Options configure one demo run.

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/gpufleet/clearml-agent-go/agent/api"
-	"github.com/gpufleet/clearml-agent-go/agent/emulator"
+	"github.com/gpufleet/clearml-agent-go/internal/emulator"
 )
 
 func TestGPUAgent(t *testing.T) {

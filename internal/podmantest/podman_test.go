@@ -23,8 +23,8 @@ import (
 
 	"github.com/gpufleet/clearml-agent-go/agent/api"
 	"github.com/gpufleet/clearml-agent-go/agent/docker"
-	"github.com/gpufleet/clearml-agent-go/agent/emulator"
 	"github.com/gpufleet/clearml-agent-go/internal/dockertest"
+	"github.com/gpufleet/clearml-agent-go/internal/emulator"
 )
 
 // waitLimit bounds every wait, so that a broken engine fails the test

@@ -1,4 +1,4 @@
-package identity
+package workerid
 
 import (
 	"os"
@@ -18,9 +18,9 @@ const (
 	ServiceChild
 )
 
-// IDOptions are the inputs of WorkerID. Callers copy them from flags and
+// Options are the inputs of For. Callers copy them from flags and
 // clearml.conf; the environment is read through Getenv.
-type IDOptions struct {
+type Options struct {
 	WorkerID   string              // agent.worker_id from clearml.conf
 	WorkerName string              // agent.worker_name from clearml.conf
 	Getenv     func(string) string // nil means os.Getenv
@@ -50,7 +50,7 @@ const (
 // all -> "host:gpuall", --cpu-only -> "host:cpu:<slot>", none -> "host:<slot>".
 // Without --gpus, NVIDIA_VISIBLE_DEVICES then CUDA_VISIBLE_DEVICES stand in for
 // it, as in the Python agent; "none" and "void" there mean no GPU.
-func WorkerID(o IDOptions) string {
+func For(o Options) string {
 	getenv := o.Getenv
 	if getenv == nil {
 		getenv = os.Getenv
@@ -94,7 +94,7 @@ func WorkerID(o IDOptions) string {
 	return name + ":gpu" + devs
 }
 
-func workerName(o IDOptions, getenv func(string) string) string {
+func workerName(o Options, getenv func(string) string) string {
 	if n := strings.TrimSpace(getenv(EnvWorkerName)); n != "" {
 		return n
 	}

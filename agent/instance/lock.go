@@ -1,6 +1,8 @@
-package identity
+package instance
 
 import (
+	"github.com/gpufleet/clearml-agent-go/agent/workerid"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -49,7 +51,7 @@ type AlreadyRunningError struct {
 
 func (e *AlreadyRunningError) Error() string {
 	return fmt.Sprintf("another agent with worker id %q is already running (pid %d, state dir %s); "+
-		"stop it with 'clearml-agent daemon --stop %s' or set %s", e.WorkerID, e.PID, e.StateDir, e.WorkerID, EnvWorkerID)
+		"stop it with 'clearml-agent daemon --stop %s' or set %s", e.WorkerID, e.PID, e.StateDir, e.WorkerID, workerid.EnvWorkerID)
 }
 
 // Lock claims workerID in stateDir for the life of this process (or until
@@ -59,11 +61,11 @@ func Lock(stateDir, workerID string) (*Instance, error) {
 	return LockSlot(stateDir, func(int) string { return workerID })
 }
 
-// Acquire claims the worker id WorkerID(o) computes for the lowest free slot.
-func Acquire(stateDir string, o IDOptions) (*Instance, error) {
+// Acquire claims the worker id workerid.For(o) computes for the lowest free slot.
+func Acquire(stateDir string, o workerid.Options) (*Instance, error) {
 	return LockSlot(stateDir, func(slot int) string {
 		o.Slot = slot
-		return WorkerID(o)
+		return workerid.For(o)
 	})
 }
 
@@ -90,7 +92,7 @@ func LockSlot(stateDir string, idFor func(slot int) string) (*Instance, error) {
 	}
 	id := idFor(slot)
 	if id == "" {
-		return nil, fmt.Errorf("empty worker id for slot %d; set %s", slot, EnvWorkerID)
+		return nil, fmt.Errorf("empty worker id for slot %d; set %s", slot, workerid.EnvWorkerID)
 	}
 
 	base := filepath.Join(stateDir, escapeID(id))

@@ -1,6 +1,8 @@
-package identity
+package instance
 
 import (
+	"github.com/gpufleet/clearml-agent-go/agent/workerid"
+
 	"errors"
 	"os"
 	"path/filepath"
@@ -139,7 +141,7 @@ func TestListMissingDir(t *testing.T) {
 
 func TestSlotAllocation(t *testing.T) {
 	dir := t.TempDir()
-	opts := IDOptions{Hostname: "host", Getenv: func(string) string { return "" }}
+	opts := workerid.Options{Hostname: "host", Getenv: func(string) string { return "" }}
 
 	h := startHelper(t, "hold", dir, "host:0") // another process holds slot 0
 	h.wantLocked(t)

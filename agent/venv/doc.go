@@ -1,4 +1,4 @@
-// Package pyenv builds the Python virtual environment a task runs in, the way
+// Package venv builds the Python virtual environment a task runs in, the way
 // the Python clearml-agent does in venv mode (reference sections 3.3 and 3.4).
 //
 // It owns: finding the interpreter asked for by script.binary ("python3.10"
@@ -48,4 +48,4 @@
 // It must not: talk to the ClearML server, clone code, or install anything
 // outside the venv (no pip upgrade of the base interpreter, no network access
 // other than the package indexes it is given or the project names).
-package pyenv
+package venv

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gpufleet/clearml-agent-go/agent/emulator"
 	"github.com/gpufleet/clearml-agent-go/internal/apischema"
+	"github.com/gpufleet/clearml-agent-go/internal/emulator"
 )
 
 // answer is one raw call: the HTTP status and the envelope as sent.
