@@ -427,8 +427,18 @@ func TestMergeExistingConf(t *testing.T) {
 
 func TestLineDiff(t *testing.T) {
 	got := lineDiff("a\nb\nc\nd\ne\nf\ng\n", "a\nb\nc\nD\ne\nf\ng\n")
-	want := "@@ 1 unchanged line(s) @@\n b\n c\n-d\n+D\n e\n f\n@@ 1 unchanged line(s) @@\n"
+	want := "@@ -2,5 +2,5 @@\n b\n c\n-d\n+D\n e\n f\n"
 	if got != want {
 		t.Errorf("lineDiff =\n%s\nwant\n%s", got, want)
+	}
+	// A removed line that starts with "--" is not taken for a file header.
+	if got, want := lineDiff("-- x\ny\n", "y\n"), "@@ -1,2 +1 @@\n--- x\n y\n"; got != want {
+		t.Errorf("lineDiff =\n%q\nwant\n%q", got, want)
+	}
+	if got := lineDiff("same\n", "same\n"); got != "" {
+		t.Errorf("lineDiff of equal texts = %q, want empty", got)
+	}
+	if got, want := lineDiff("", "new\n"), "@@ -0,0 +1 @@\n+new\n"; got != want {
+		t.Errorf("lineDiff of a new file = %q, want %q", got, want)
 	}
 }
