@@ -8,6 +8,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/google/renameio/v2"
 )
 
 // APIWriteSettings is the api section written by `init` and agent-provision.
@@ -115,41 +117,25 @@ func hoconLiteral(v any) string {
 }
 
 // WriteFileAtomic writes data to path through a temporary file in the same
-// directory (fsync, chmod, optional chown, rename, directory fsync). uid/gid < 0
-// leave ownership alone.
-func WriteFileAtomic(path string, data []byte, mode os.FileMode, uid, gid int) (err error) {
+// directory (github.com/google/renameio/v2: created 0600, chmod to mode
+// regardless of the umask, optional fchown, fsync, rename), then fsyncs the
+// directory so the rename survives a crash. uid/gid < 0 leave ownership alone.
+func WriteFileAtomic(path string, data []byte, mode os.FileMode, uid, gid int) error {
 	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	f, err := renameio.NewPendingFile(path, renameio.WithTempDir(dir), renameio.WithStaticPermissions(mode))
 	if err != nil {
 		return fmt.Errorf("write %s: %w; check that %s exists and is writable", path, err, dir)
 	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			_ = os.Remove(tmp)
-		}
-	}()
-	if err = f.Chmod(mode); err != nil {
-		_ = f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if _, err = f.Write(data); err != nil {
-		_ = f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err = f.Sync(); err != nil {
-		_ = f.Close()
-		return fmt.Errorf("write %s: fsync: %w", path, err)
-	}
-	if err = f.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
+	defer func() { _ = f.Cleanup() }() // a no-op once replaced
 	if uid >= 0 || gid >= 0 {
-		if err = os.Chown(tmp, uid, gid); err != nil {
+		if err := f.Chown(uid, gid); err != nil {
 			return fmt.Errorf("write %s: chown %d:%d: %w", path, uid, gid, err)
 		}
 	}
-	if err = os.Rename(tmp, path); err != nil {
+	if _, err := f.Write(data); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.CloseAtomicallyReplace(); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	if d, derr := os.Open(dir); derr == nil {
