@@ -17,6 +17,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/gpufleet/clearml-agent-go/internal/oneline"
 )
 
 // Defaults, following the Python agent where it has one.
@@ -393,7 +395,7 @@ func (c *Client) attempt(ctx context.Context, endpoint, method, u string, body [
 			if decErr == nil && env.Data != nil {
 				return env.Data, 0, nil // data without meta: accept
 			}
-			return nil, 0, &decodeError{msg: fmt.Sprintf("%s: answer from %s is not a ClearML API envelope: %s; check api.api_server points at the API server (port 8008)", endpoint, u, oneLine(string(raw)))}
+			return nil, 0, &decodeError{msg: fmt.Sprintf("%s: answer from %s is not a ClearML API envelope: %s; check api.api_server points at the API server (port 8008)", endpoint, u, oneline.Squash(string(raw), maxMessage))}
 		}
 		return nil, retryAfterOf(res), &Error{Endpoint: endpoint, HTTPStatus: res.StatusCode, ResultCode: res.StatusCode, ResultMsg: httpMsg(res, raw)}
 	}
@@ -410,7 +412,7 @@ func (c *Client) attempt(ctx context.Context, endpoint, method, u string, body [
 }
 
 func httpMsg(res *http.Response, raw []byte) string {
-	msg := oneLine(string(raw))
+	msg := oneline.Squash(string(raw), maxMessage)
 	if msg == "" {
 		msg = http.StatusText(res.StatusCode)
 	}

@@ -3,7 +3,8 @@ package api
 import (
 	"errors"
 	"fmt"
-	"strings"
+
+	"github.com/gpufleet/clearml-agent-go/internal/oneline"
 )
 
 // Result codes and subcodes the agent reacts to, as the ClearML server defines
@@ -50,7 +51,7 @@ type Error struct {
 
 // Error returns one line, e.g. "tasks.started: 400/101 Invalid task id: id=abc".
 func (e *Error) Error() string {
-	msg := oneLine(e.ResultMsg)
+	msg := oneline.Squash(e.ResultMsg, maxMessage)
 	if msg == "" {
 		msg = "(no result_msg)"
 	}
@@ -123,7 +124,7 @@ type LoginError struct {
 }
 
 func (e *LoginError) Error() string {
-	msg := oneLine(e.ResultMsg)
+	msg := oneline.Squash(e.ResultMsg, maxMessage)
 	switch {
 	case e.HTTPStatus == 200:
 		return fmt.Sprintf("auth.login at %s returned no token: %s; api.api_server must point at the API server (usually port 8008), not the web UI or file server", e.Host, msg)
@@ -148,7 +149,7 @@ type TransportError struct {
 }
 
 func (e *TransportError) Error() string {
-	s := fmt.Sprintf("%s: server %s unreachable after %d attempt(s): %s", e.Endpoint, e.URL, e.Attempts, oneLine(errString(e.Err)))
+	s := fmt.Sprintf("%s: server %s unreachable after %d attempt(s): %s", e.Endpoint, e.URL, e.Attempts, oneline.Squash(errString(e.Err), maxMessage))
 	if e.Ctx != nil {
 		s += " (" + e.Ctx.Error() + ")"
 	}
@@ -175,13 +176,6 @@ func errString(err error) string {
 	return err.Error()
 }
 
-// oneLine collapses whitespace runs (newlines included) to one space and caps
-// the length, so that server messages and HTML pages stay on one log line.
-func oneLine(s string) string {
-	s = strings.Join(strings.Fields(s), " ")
-	const max = 300
-	if len(s) > max {
-		s = s[:max] + "..."
-	}
-	return s
-}
+// maxMessage caps server messages and undecodable answers (HTML pages) in
+// errors, so that they stay on one readable log line.
+const maxMessage = 300

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
@@ -16,6 +15,8 @@ import (
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
 	"github.com/docker/docker/pkg/stdcopy"
+
+	"github.com/gpufleet/clearml-agent-go/internal/oneline"
 )
 
 // Labels the agent puts on its containers.
@@ -54,7 +55,7 @@ func (e *Engine) Ping(ctx context.Context) error {
 	defer cancel()
 	if _, err := e.c.Ping(pctx); err != nil {
 		return fmt.Errorf("docker engine at %s does not answer: %s; start it (systemctl start docker) or point DOCKER_HOST at a running one",
-			e.host, engineLine(err))
+			e.host, oneline.Of(err))
 	}
 	return nil
 }
@@ -76,7 +77,7 @@ func (e *Engine) EnsureImage(ctx context.Context, ref string, force bool, log fu
 		if _, err := e.c.ImageInspect(ctx, ref); err == nil {
 			return nil
 		} else if !client.IsErrNotFound(err) {
-			return fmt.Errorf("docker image %s: %s", ref, engineLine(err))
+			return fmt.Errorf("docker image %s: %s", ref, oneline.Of(err))
 		}
 		log(fmt.Sprintf("docker image %s is not here: pulling it", ref))
 	} else {
@@ -84,11 +85,11 @@ func (e *Engine) EnsureImage(ctx context.Context, ref string, force bool, log fu
 	}
 	rc, err := e.c.ImagePull(ctx, ref, image.PullOptions{})
 	if err != nil {
-		return fmt.Errorf("docker image %s could not be pulled: %s; check the image name and that the engine reaches its registry (or load the image with docker load)", ref, engineLine(err))
+		return fmt.Errorf("docker image %s could not be pulled: %s; check the image name and that the engine reaches its registry (or load the image with docker load)", ref, oneline.Of(err))
 	}
 	defer rc.Close()
 	if err := pullProgress(rc, log); err != nil {
-		return fmt.Errorf("docker image %s could not be pulled: %s; check the image name and that the engine reaches its registry (or load the image with docker load)", ref, engineLine(err))
+		return fmt.Errorf("docker image %s could not be pulled: %s; check the image name and that the engine reaches its registry (or load the image with docker load)", ref, oneline.Of(err))
 	}
 	log(fmt.Sprintf("pulled docker image %s", ref))
 	return nil
@@ -142,7 +143,7 @@ type Container struct {
 func (e *Engine) Create(ctx context.Context, name string, cfg *container.Config, host *container.HostConfig, net *network.NetworkingConfig) (*Container, error) {
 	r, err := e.c.ContainerCreate(ctx, cfg, host, net, nil, name)
 	if err != nil {
-		return nil, fmt.Errorf("creating the container from %s: %s", cfg.Image, engineLine(err))
+		return nil, fmt.Errorf("creating the container from %s: %s", cfg.Image, oneline.Of(err))
 	}
 	return &Container{e: e, ID: r.ID}, nil
 }
@@ -155,7 +156,7 @@ func (e *Engine) Create(ctx context.Context, name string, cfg *container.Config,
 func (c *Container) Attach(ctx context.Context, withStdin bool, stdout, stderr io.Writer) (stdin io.WriteCloser, done <-chan error, err error) {
 	hj, err := c.e.c.ContainerAttach(ctx, c.ID, container.AttachOptions{Stream: true, Stdin: withStdin, Stdout: true, Stderr: true})
 	if err != nil {
-		return nil, nil, fmt.Errorf("attaching to container %s: %s", shortID(c.ID), engineLine(err))
+		return nil, nil, fmt.Errorf("attaching to container %s: %s", shortID(c.ID), oneline.Of(err))
 	}
 	ch := make(chan error, 1)
 	go func() {
@@ -176,7 +177,7 @@ func (w closeWriter) Close() error { return w.close() }
 // Start starts the container.
 func (c *Container) Start(ctx context.Context) error {
 	if err := c.e.c.ContainerStart(ctx, c.ID, container.StartOptions{}); err != nil {
-		return fmt.Errorf("starting container %s: %s", shortID(c.ID), engineLine(err))
+		return fmt.Errorf("starting container %s: %s", shortID(c.ID), oneline.Of(err))
 	}
 	return nil
 }
@@ -196,7 +197,7 @@ func (e *Engine) Wait(ctx context.Context, id string) (int, error) {
 		}
 		return int(r.StatusCode), nil
 	case err := <-errc:
-		return -1, fmt.Errorf("waiting for container %s: %s", shortID(id), engineLine(err))
+		return -1, fmt.Errorf("waiting for container %s: %s", shortID(id), oneline.Of(err))
 	}
 }
 
@@ -209,7 +210,7 @@ func (c *Container) Stop(ctx context.Context, grace time.Duration) error {
 func (e *Engine) Stop(ctx context.Context, id string, grace time.Duration) error {
 	secs := max(int(grace.Round(time.Second)/time.Second), 1)
 	if err := e.c.ContainerStop(ctx, id, container.StopOptions{Timeout: &secs}); err != nil && !client.IsErrNotFound(err) {
-		return fmt.Errorf("stopping container %s: %s", shortID(id), engineLine(err))
+		return fmt.Errorf("stopping container %s: %s", shortID(id), oneline.Of(err))
 	}
 	return nil
 }
@@ -221,7 +222,7 @@ func (c *Container) Remove(ctx context.Context) error { return c.e.Remove(ctx, c
 // not an error.
 func (e *Engine) Remove(ctx context.Context, id string) error {
 	if err := e.c.ContainerRemove(ctx, id, container.RemoveOptions{Force: true}); err != nil && !client.IsErrNotFound(err) {
-		return fmt.Errorf("removing container %s: %s", shortID(id), engineLine(err))
+		return fmt.Errorf("removing container %s: %s", shortID(id), oneline.Of(err))
 	}
 	return nil
 }
@@ -231,7 +232,7 @@ func (e *Engine) Labelled(ctx context.Context, key, value string) ([]container.S
 	f := filters.NewArgs(filters.Arg("label", key+"="+value))
 	cs, err := e.c.ContainerList(ctx, container.ListOptions{All: true, Filters: f})
 	if err != nil {
-		return nil, fmt.Errorf("listing containers labelled %s=%s: %s", key, value, engineLine(err))
+		return nil, fmt.Errorf("listing containers labelled %s=%s: %s", key, value, oneline.Of(err))
 	}
 	return cs, nil
 }
@@ -241,12 +242,4 @@ func shortID(id string) string {
 		return id[:12]
 	}
 	return id
-}
-
-func engineLine(err error) string {
-	s := strings.TrimSpace(err.Error())
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		s = s[:i]
-	}
-	return s
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"sync"
 	"time"
 
@@ -15,6 +14,7 @@ import (
 	"github.com/gpufleet/clearml-agent-go/agent/api"
 	"github.com/gpufleet/clearml-agent-go/agent/docker"
 	"github.com/gpufleet/clearml-agent-go/agent/task"
+	"github.com/gpufleet/clearml-agent-go/internal/oneline"
 )
 
 // DockerConfig runs the execute children in containers: the agent's own
@@ -63,7 +63,7 @@ func (r *Runner) runDocker(ctx context.Context, id string, o task.Options) (task
 	tl := &taskLog{api: r.cfg.API, task: id, worker: r.cfg.WorkerID}
 	t, err := r.cfg.API.GetTask(ctx, id)
 	if err != nil {
-		return task.Outcome{TaskID: id}, r.fail(ctx, id, "reading the task for its container: "+oneLine(err))
+		return task.Outcome{TaskID: id}, r.fail(ctx, id, "reading the task for its container: "+oneline.Of(err))
 	}
 	if o.Loaded != nil {
 		o.Loaded(t)
@@ -82,7 +82,7 @@ func (r *Runner) runDocker(ctx context.Context, id string, o task.Options) (task
 	spec, err := d.Spec(ctx, t, r.cfg.WorkerID, args)
 	if err != nil {
 		tl.line("ERROR", err.Error())
-		return task.Outcome{TaskID: id, Status: "failed"}, r.fail(ctx, id, oneLine(err))
+		return task.Outcome{TaskID: id, Status: "failed"}, r.fail(ctx, id, oneline.Of(err))
 	}
 	for _, l := range spec.Log {
 		tl.line("INFO", l)
@@ -95,7 +95,7 @@ func (r *Runner) runDocker(ctx context.Context, id string, o task.Options) (task
 	}
 	if err := d.Engine.EnsureImage(ctx, spec.Image, spec.ForcePull, func(l string) { tl.line("INFO", l) }); err != nil {
 		tl.line("ERROR", err.Error())
-		return task.Outcome{TaskID: id, Status: "failed"}, r.fail(ctx, id, oneLine(err))
+		return task.Outcome{TaskID: id, Status: "failed"}, r.fail(ctx, id, oneline.Of(err))
 	}
 	tl.flush(ctx)
 	if env := sessionEnv(ctx, r.cfg.Token, r.cfg.Logger); env != "" {
@@ -110,7 +110,7 @@ func (r *Runner) runDocker(ctx context.Context, id string, o task.Options) (task
 	bg := context.WithoutCancel(ctx)
 	c, err := d.Engine.Create(ctx, spec.Name, spec.Config, spec.Host, spec.Network)
 	if err != nil {
-		return task.Outcome{TaskID: id, Status: "failed"}, r.fail(ctx, id, oneLine(err))
+		return task.Outcome{TaskID: id, Status: "failed"}, r.fail(ctx, id, oneline.Of(err))
 	}
 	defer func() {
 		rc, cancel := context.WithTimeout(bg, 30*time.Second)
@@ -131,14 +131,14 @@ func (r *Runner) runDocker(ctx context.Context, id string, o task.Options) (task
 	stdin, streamsDone, err := c.Attach(bg, !d.Detached, evW, r.cfg.Stderr)
 	if err != nil {
 		evW.Close()
-		return task.Outcome{TaskID: id, Status: "failed"}, r.fail(ctx, id, oneLine(err))
+		return task.Outcome{TaskID: id, Status: "failed"}, r.fail(ctx, id, oneline.Of(err))
 	}
 	defer stdin.Close()
 	if err := c.Start(ctx); err != nil {
 		evW.Close()
 		tl.line("ERROR", err.Error())
 		tl.flush(bg)
-		return task.Outcome{TaskID: id, Status: "failed"}, r.fail(ctx, id, oneLine(err))
+		return task.Outcome{TaskID: id, Status: "failed"}, r.fail(ctx, id, oneline.Of(err))
 	}
 	r.cfg.Logger.Info("task container started", "task", id, "container", shortID(c.ID), "image", spec.Image)
 
@@ -173,7 +173,7 @@ func (r *Runner) runDocker(ctx context.Context, id string, o task.Options) (task
 	}
 	how := fmt.Sprintf("exit code %d", code)
 	if werr != nil {
-		how = oneLine(werr)
+		how = oneline.Of(werr)
 	}
 	reason := fmt.Sprintf("the task's container (%s) ended (%s) without reporting how the task ended", spec.Image, how)
 	tl.line("ERROR", reason)
@@ -351,12 +351,4 @@ func shortID(id string) string {
 		return id[:12]
 	}
 	return id
-}
-
-func oneLine(err error) string {
-	s := strings.TrimSpace(err.Error())
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		s = s[:i]
-	}
-	return s
 }

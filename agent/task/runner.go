@@ -17,6 +17,7 @@ import (
 	"github.com/gpufleet/clearml-agent-go/agent/process"
 	"github.com/gpufleet/clearml-agent-go/agent/repo"
 	"github.com/gpufleet/clearml-agent-go/agent/venv"
+	"github.com/gpufleet/clearml-agent-go/internal/oneline"
 )
 
 // API is what a task run needs from the ClearML server; *api.Client has it.
@@ -275,7 +276,7 @@ func (ru *run) execute(ctx context.Context, o Options) Outcome {
 	t := ru.task
 	if _, err := r.api.Started(ctx, api.StatusRequest{Task: ru.id, StatusReason: "worker started execution",
 		StatusMessage: "Changed by clearml-agent " + ru.wid, Force: true}); err != nil {
-		out.Status, out.Reason = api.StatusFailed, "could not mark the task started: "+oneLine(err)
+		out.Status, out.Reason = api.StatusFailed, "could not mark the task started: "+oneline.Of(err)
 		return out
 	}
 
@@ -297,7 +298,7 @@ func (ru *run) execute(ctx context.Context, o Options) Outcome {
 		}
 		msg := reason
 		if err != nil {
-			msg = reason + ": " + oneLine(err)
+			msg = reason + ": " + oneline.Of(err)
 		}
 		_ = ru.log.Write("ERROR", msg)
 		out.Status, out.Reason = api.StatusFailed, msg
@@ -658,12 +659,4 @@ func (r *Runner) baseEnv(taskID string, env *venv.Env) []string {
 		}
 	}
 	return out
-}
-
-func oneLine(err error) string {
-	s := strings.TrimSpace(err.Error())
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		s = s[:i]
-	}
-	return s
 }

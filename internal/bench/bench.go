@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/gpufleet/clearml-agent-go/internal/emulator"
+	"github.com/gpufleet/clearml-agent-go/internal/oneline"
 )
 
 // DefaultAgentCmd is the agent command template: {agent} is Config.AgentBin
@@ -200,7 +201,7 @@ func Run(ctx context.Context, cfg Config) ([]Figure, error) {
 		case errors.As(err, &skip):
 			h.add("phase "+p.name, "SKIPPED", "", skip.why)
 		case err != nil:
-			h.add("phase "+p.name, "FAILED", "", oneLine(err))
+			h.add("phase "+p.name, "FAILED", "", oneline.Of(err))
 		}
 	}
 	return h.figures, ctx.Err()
@@ -300,7 +301,7 @@ func (h *harness) writeTasks() error {
 		cmd := exec.Command("git", args...)
 		cmd.Dir = dir
 		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("git %s in %s: %v: %s; install git or use -no-repo", strings.Join(args, " "), dir, err, oneLine(errors.New(string(out))))
+			return fmt.Errorf("git %s in %s: %v: %s; install git or use -no-repo", strings.Join(args, " "), dir, err, oneline.First(string(out)))
 		}
 	}
 	h.repoURL = "file://" + dir
@@ -315,14 +316,6 @@ func Print(w io.Writer, figs []Figure) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", f.Metric, f.Value, f.Target, f.Note)
 	}
 	return tw.Flush()
-}
-
-func oneLine(err error) string {
-	s := strings.TrimSpace(err.Error())
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		s = s[:i] + " ..."
-	}
-	return s
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d.Microseconds())/1000) }

@@ -14,6 +14,7 @@ import (
 	"github.com/docker/docker/client"
 
 	"github.com/gpufleet/clearml-agent-go/agent/api"
+	"github.com/gpufleet/clearml-agent-go/internal/oneline"
 )
 
 // Defaults of the docker phase: the private engine of scripts/test-dockerd.sh
@@ -61,20 +62,20 @@ func (h *harness) dockerEngine(ctx context.Context) (*client.Client, error) {
 	host := h.dockerHost()
 	c, err := client.NewClientWithOpts(client.WithHost(host), client.WithAPIVersionNegotiation())
 	if err != nil {
-		return nil, skipped{fmt.Sprintf("docker client for %s: %s", host, oneLine(err))}
+		return nil, skipped{fmt.Sprintf("docker client for %s: %s", host, oneline.Of(err))}
 	}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if _, err := c.Ping(pctx); err != nil {
 		c.Close()
 		return nil, skipped{fmt.Sprintf("no Docker engine answers at %s (%s); start the test engine with "+
-			"`sudo scripts/test-dockerd.sh start`, or pass -docker-host", host, oneLine(err))}
+			"`sudo scripts/test-dockerd.sh start`, or pass -docker-host", host, oneline.Of(err))}
 	}
 	for _, img := range []string{h.cfg.DockerPython, h.cfg.DockerBash} {
 		if _, err := c.ImageInspect(pctx, img); err != nil {
 			c.Close()
 			return nil, skipped{fmt.Sprintf("image %s is not in the engine at %s (%s); build the test images with "+
-				"`sudo DOCKER_HOST=%s scripts/docker-images.sh`", img, host, oneLine(err), host)}
+				"`sudo DOCKER_HOST=%s scripts/docker-images.sh`", img, host, oneline.Of(err), host)}
 		}
 	}
 	return c, nil
@@ -112,7 +113,7 @@ func (h *harness) phaseDocker(ctx context.Context) error {
 		return h.scriptTask(name, h.cfg.Python, "first.py", firstScript, nil)
 	}
 	if err := h.venvSeries(ctx, pyTask); err != nil {
-		h.add("docker: venv mode baseline", "FAILED", "", oneLine(err))
+		h.add("docker: venv mode baseline", "FAILED", "", oneline.Of(err))
 	}
 
 	// Docker mode: one daemon; its default image is the python one, the
@@ -146,14 +147,14 @@ func (h *harness) phaseDocker(ctx context.Context) error {
 	pyImg := h.cfg.DockerPython
 	if err := h.coldWarm(ctx, a, "docker python", "python3 first.py in "+pyImg, "<= 1.5 s",
 		func(name string) string { return h.scriptTask(name, "python3", "first.py", firstScript, nil) }); err != nil {
-		h.add("docker python", "FAILED", "", oneLine(err))
+		h.add("docker python", "FAILED", "", oneline.Of(err))
 	}
 	bb := h.cfg.DockerBash
 	if err := h.coldWarm(ctx, a, "docker bash", "bash first.sh in "+bb, "",
 		func(name string) string {
 			return h.scriptTask(name, "bash", "first.sh", firstShell, &api.Container{Image: bb})
 		}); err != nil {
-		h.add("docker bash", "FAILED", "", oneLine(err))
+		h.add("docker bash", "FAILED", "", oneline.Of(err))
 	}
 
 	// The engine's floor, with the agent idle.
@@ -165,7 +166,7 @@ func (h *harness) phaseDocker(ctx context.Context) error {
 		{bb, []string{"echo", "x"}},
 	} {
 		if err := h.engineFloor(ctx, c, f.image, f.cmd); err != nil {
-			h.add("engine floor "+f.image, "FAILED", "", oneLine(err))
+			h.add("engine floor "+f.image, "FAILED", "", oneline.Of(err))
 		}
 	}
 	return nil

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gpufleet/clearml-agent-go/agent/api"
+	"github.com/gpufleet/clearml-agent-go/internal/oneline"
 )
 
 // timeStart starts the agent, times exec -> workers.register and
@@ -226,10 +227,10 @@ func (h *harness) phaseTasks(ctx context.Context) error {
 		fmt.Sprintf("median of %d, min %s; vcs and venv cache warm", len(warm), ms(lo)))
 
 	if err := h.relay(ctx, a); err != nil {
-		h.add("log relay", "FAILED", "", oneLine(err))
+		h.add("log relay", "FAILED", "", oneline.Of(err))
 	}
 	if err := h.abort(ctx, a); err != nil {
-		h.add("abort", "FAILED", "", oneLine(err))
+		h.add("abort", "FAILED", "", oneline.Of(err))
 	}
 	return nil
 }
