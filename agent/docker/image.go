@@ -1,6 +1,7 @@
 package docker
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"regexp"
@@ -190,15 +191,8 @@ func agentDefault(cli string, s config.DockerSettings) (ImageChoice, error) {
 		return c, nil
 	}
 	c.Arguments = s.DefaultArguments
-	c.ArgsSource = ArgSource{Name: orDefault(s.DefaultArgumentsOrigin, "agent.default_docker.arguments"), Fix: "edit agent.default_docker.arguments", Trusted: true}
+	c.ArgsSource = ArgSource{Name: cmp.Or(s.DefaultArgumentsOrigin, "agent.default_docker.arguments"), Fix: "edit agent.default_docker.arguments", Trusted: true}
 	return c, nil
-}
-
-func orDefault(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }
 
 // matchTerms are the match keys a rule may use, with the task field each one

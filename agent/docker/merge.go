@@ -1,6 +1,7 @@
 package docker
 
 import (
+	"cmp"
 	"fmt"
 	"regexp"
 
@@ -29,7 +30,7 @@ func mergeArgs(extra, chosen []Arg, s config.DockerSettings) ([]Arg, []string, e
 			re, err := regexp.Compile(`^(?:` + f + `)`)
 			if err != nil {
 				return nil, nil, fmt.Errorf("%s: regex %q does not compile (%s); fix it (Go RE2 syntax: no lookarounds or backreferences)",
-					orDefault(s.ArgsFiltersOrigin, "agent.docker_args_filters"), f, reErr(err))
+					cmp.Or(s.ArgsFiltersOrigin, "agent.docker_args_filters"), f, reErr(err))
 			}
 			res = append(res, re)
 		}
@@ -47,7 +48,7 @@ func mergeArgs(extra, chosen []Arg, s config.DockerSettings) ([]Arg, []string, e
 				continue
 			}
 			warnings = append(warnings, fmt.Sprintf("docker argument %s in %s was dropped: it matches none of %s",
-				quoteArg(a), a.Source.Name, orDefault(s.ArgsFiltersOrigin, "agent.docker_args_filters")))
+				quoteArg(a), a.Source.Name, cmp.Or(s.ArgsFiltersOrigin, "agent.docker_args_filters")))
 		}
 		chosen = kept
 	}

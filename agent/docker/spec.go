@@ -1,6 +1,7 @@
 package docker
 
 import (
+	"cmp"
 	"fmt"
 	"os"
 	"path"
@@ -148,7 +149,7 @@ func Build(req Request) (*Spec, error) {
 	}
 	warnings = append(warnings, w...)
 
-	extraSrc := ArgSource{Name: orDefault(s.ExtraArgumentsOrigin, "agent.extra_docker_arguments"), Fix: "edit agent.extra_docker_arguments", Trusted: true}
+	extraSrc := ArgSource{Name: cmp.Or(s.ExtraArgumentsOrigin, "agent.extra_docker_arguments"), Fix: "edit agent.extra_docker_arguments", Trusted: true}
 	if strings.HasPrefix(s.ExtraArgumentsOrigin, "CLEARML_AGENT_EXTRA_DOCKER_ARGS") {
 		extraSrc.Fix = "change CLEARML_AGENT_EXTRA_DOCKER_ARGS"
 	}
@@ -394,7 +395,7 @@ func agentMounts(req Request, userTargets map[string]string) ([]mount.Mount, []s
 		}
 		env = append(env, "SSH_AUTH_SOCK="+req.SSHAuthSock)
 	case req.SSHDir != "" && !s.DisableSSHMount:
-		if err := add("~/.ssh copy", req.SSHDir, orDefault(im.SSHROFolder, "/.ssh"), true); err != nil {
+		if err := add("~/.ssh copy", req.SSHDir, cmp.Or(im.SSHROFolder, "/.ssh"), true); err != nil {
 			return nil, nil, nil, err
 		}
 	}

@@ -1,6 +1,7 @@
 package gpu
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"strings"
@@ -37,7 +38,7 @@ type MIG struct {
 // Table renders the inventory for `agent-provision gpus`.
 func (inv *Inventory) Table() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Driver %s, CUDA %s, %d GPU(s)\n", orDash(inv.Driver), orDash(inv.CUDA), len(inv.GPUs))
+	fmt.Fprintf(&b, "Driver %s, CUDA %s, %d GPU(s)\n", cmp.Or(inv.Driver, "-"), cmp.Or(inv.CUDA, "-"), len(inv.GPUs))
 	if len(inv.GPUs) == 0 {
 		return b.String()
 	}
@@ -48,7 +49,7 @@ func (inv *Inventory) Table() string {
 		if g.MIG {
 			mig = fmt.Sprintf("on (%d)", len(g.MIGDevices))
 		}
-		fmt.Fprintf(w, "%d\t%s\t%s\t%d MiB\t%s\n", g.Index, g.UUID, orDash(g.Name), g.MemoryMiB, mig)
+		fmt.Fprintf(w, "%d\t%s\t%s\t%d MiB\t%s\n", g.Index, g.UUID, cmp.Or(g.Name, "-"), g.MemoryMiB, mig)
 		for _, m := range g.MIGDevices {
 			fmt.Fprintf(w, "%d:%d\t%s\n", g.Index, m.Index, m.UUID)
 		}
@@ -105,11 +106,4 @@ func (inv *Inventory) byUUID(uuid string) (g *GPU, mig int) {
 		}
 	}
 	return nil, -1
-}
-
-func orDash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
 }
