@@ -127,7 +127,7 @@ func New(cfg Config) (*Client, error) {
 	if cfg.APIVersion == "" {
 		cfg.APIVersion = DefaultAPIVersion
 	}
-	if maj, _ := splitVersion(cfg.APIVersion); maj == 0 {
+	if v, ok := ParseVersion(cfg.APIVersion); !ok || v[0] == 0 {
 		return nil, fmt.Errorf("api version %q: want major.minor such as 2.5", cfg.APIVersion)
 	}
 	if cfg.MaxRetries == 0 {

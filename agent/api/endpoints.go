@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"net/http"
 	"strconv"
 	"strings"
@@ -51,7 +52,7 @@ func pathFor(endpoint, defaultVersion, server string) string {
 	if v == "" {
 		v = defaultVersion
 	}
-	if server != "" && compareVersions(v, server) > 0 {
+	if server != "" && CompareVersions(v, server) > 0 {
 		v = server
 	}
 	return "/v" + v + "/" + endpoint
@@ -65,32 +66,35 @@ func methodFor(endpoint, defaultMethod string) string {
 	return defaultMethod
 }
 
-// compareVersions compares "major.minor" strings numerically ("2.14" > "2.5").
-// Unparsable parts count as 0.
-func compareVersions(a, b string) int {
-	am, an := splitVersion(a)
-	bm, bn := splitVersion(b)
-	switch {
-	case am != bm:
-		return cmpInt(am, bm)
-	default:
-		return cmpInt(an, bn)
-	}
-}
-
-func splitVersion(v string) (int, int) {
+// ParseVersion splits an API version such as "2.13" (a leading "v" allowed)
+// into [2 13]; a bare major ("2") is minor 0. ok is false for anything else.
+// It is the one reading of ClearML API versions: the client, the emulator
+// and internal/apischema use it.
+func ParseVersion(v string) ([2]int, bool) {
 	maj, min, _ := strings.Cut(strings.TrimPrefix(v, "v"), ".")
-	a, _ := strconv.Atoi(maj)
-	b, _ := strconv.Atoi(min)
-	return a, b
+	a, err := strconv.Atoi(maj)
+	if err != nil || a < 0 {
+		return [2]int{}, false
+	}
+	b := 0
+	if min != "" {
+		if b, err = strconv.Atoi(min); err != nil || b < 0 {
+			return [2]int{}, false
+		}
+	}
+	return [2]int{a, b}, true
 }
 
-func cmpInt(a, b int) int {
+// CompareVersions compares two API versions numerically ("2.14" > "2.5") and
+// returns -1, 0 or +1. An unparsable version sorts below every parsable one.
+func CompareVersions(a, b string) int {
+	av, aok := ParseVersion(a)
+	bv, bok := ParseVersion(b)
 	switch {
-	case a < b:
-		return -1
-	case a > b:
+	case aok && !bok:
 		return 1
+	case !aok && bok:
+		return -1
 	}
-	return 0
+	return cmp.Or(cmp.Compare(av[0], bv[0]), cmp.Compare(av[1], bv[1]))
 }

@@ -4,6 +4,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/gpufleet/clearml-agent-go/agent/api"
 )
 
 func TestCheckJSON(t *testing.T) {
@@ -112,13 +114,12 @@ func TestTableIsWellFormed(t *testing.T) {
 			t.Errorf("%s: name %q, %d revisions", name, e.Name, len(e.Revisions))
 			continue
 		}
-		var prev [2]int
+		prev := ""
 		for i, r := range e.Revisions {
-			v, ok := ParseVersion(r.Since)
-			if !ok || i > 0 && !Less(prev, v) {
+			if _, ok := api.ParseVersion(r.Since); !ok || i > 0 && api.CompareVersions(prev, r.Since) >= 0 {
 				t.Errorf("%s: revision %q is not a version above the one before", name, r.Since)
 			}
-			prev = v
+			prev = r.Since
 			for part, typ := range map[string]*Type{"request": r.Request, "response": r.Response} {
 				if typ != nil {
 					wellFormed(t, name+" "+r.Since+" "+part, typ)

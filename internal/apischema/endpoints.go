@@ -3,8 +3,8 @@ package apischema
 import (
 	"fmt"
 	"sort"
-	"strconv"
-	"strings"
+
+	"github.com/gpufleet/clearml-agent-go/agent/api"
 )
 
 // MaxVersion is the newest API version whose responses the tables write
@@ -65,13 +65,12 @@ func Names() []string {
 // one whose Since is not above version. ok is false when version is below
 // the first revision (the server answers 404 then) or is not major.minor.
 func (e *Endpoint) At(version string) (Revision, bool) {
-	v, ok := ParseVersion(version)
-	if !ok {
+	if _, ok := api.ParseVersion(version); !ok {
 		return Revision{}, false
 	}
 	found := -1
 	for i, r := range e.Revisions {
-		if since, _ := ParseVersion(r.Since); !Less(v, since) {
+		if api.CompareVersions(version, r.Since) >= 0 {
 			found = i
 		}
 	}
@@ -118,22 +117,3 @@ func revision(name, version string) (Revision, error) {
 	}
 	return r, nil
 }
-
-// ParseVersion splits "2.13" into [2 13]. A bare major ("2") is minor 0.
-func ParseVersion(v string) ([2]int, bool) {
-	maj, min, _ := strings.Cut(v, ".")
-	a, err := strconv.Atoi(maj)
-	if err != nil || a < 0 {
-		return [2]int{}, false
-	}
-	b := 0
-	if min != "" {
-		if b, err = strconv.Atoi(min); err != nil || b < 0 {
-			return [2]int{}, false
-		}
-	}
-	return [2]int{a, b}, true
-}
-
-// Less reports a < b.
-func Less(a, b [2]int) bool { return a[0] < b[0] || a[0] == b[0] && a[1] < b[1] }

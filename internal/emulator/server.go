@@ -287,7 +287,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		rep.send(nil, errMalformedPath(r.URL.Path))
 		return
 	}
-	if _, ok := parseVersion(reqVersion); !ok {
+	if _, ok := api.ParseVersion(reqVersion); !ok {
 		rep.send(nil, errInvalidVersion(reqVersion))
 		return
 	}
@@ -444,24 +444,10 @@ func (r replier) send(data any, aerr *apiError) {
 
 // capVersion is the requested version, capped at the server's max.
 func (s *Server) capVersion(requested string) string {
-	r, ok1 := parseVersion(requested)
-	m, ok2 := parseVersion(s.opts.APIVersion)
-	if !ok1 || !ok2 || r[0] > m[0] || r[0] == m[0] && r[1] > m[1] {
+	if _, ok := api.ParseVersion(requested); !ok || api.CompareVersions(requested, s.opts.APIVersion) > 0 {
 		return s.opts.APIVersion
 	}
 	return requested
-}
-
-// parseVersion splits "2.31" into [2 31]; "2" is [2 0].
-func parseVersion(v string) ([2]int, bool) {
-	maj, min, _ := strings.Cut(v, ".")
-	a, err1 := strconv.Atoi(maj)
-	b := 0
-	var err2 error
-	if min != "" {
-		b, err2 = strconv.Atoi(min)
-	}
-	return [2]int{a, b}, err1 == nil && err2 == nil
 }
 
 // field decodes data[name] into out. Missing or null fields leave out alone
