@@ -206,7 +206,7 @@ func Apply(ctx context.Context, p *Plan, h Host) (*Result, error) {
 				return res, rollback(fmt.Errorf("disable %s offline: %v", u, err))
 			}
 		}
-		if err := systemd.EnableOffline(p.Inputs.Root, unitgen.TargetName, units); err != nil {
+		if err := systemd.EnableOffline(ctx, p.Inputs.Root, unitgen.TargetName, units); err != nil {
 			return res, rollback(err)
 		}
 		h.logf("enabled %s and %d agent unit(s) under %s; nothing started (image build)", unitgen.TargetName, len(units), p.Inputs.Root)

@@ -251,7 +251,7 @@ func Remove(ctx context.Context, o RemoveOptions, h Host) ([]string, error) {
 	}
 	unitDir := hp(unitgen.UnitDir)
 	if !live {
-		// What EnableOffline linked.
+		// What EnableOffline (systemctl --root enable) linked.
 		wants := filepath.Join(unitDir, unitgen.TargetName+".wants")
 		links, _ := os.ReadDir(wants)
 		for _, l := range links {
