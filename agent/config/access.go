@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/gpufleet/clearml-agent-go/internal/secret"
 )
 
 // File is the configuration file that was loaded, or "" when none exists.
@@ -204,13 +206,6 @@ func (c *Config) StringMap(path string) map[string]string {
 	return out
 }
 
-// IsSecret reports whether a key's value must be masked when printed.
-func IsSecret(path string) bool {
-	leaf := strings.ToLower(path[strings.LastIndexByte(path, '.')+1:])
-	return leaf == "secret_key" || leaf == "access_key" || leaf == "git_pass" || leaf == "secret" ||
-		strings.Contains(leaf, "password") || strings.Contains(leaf, "token") || strings.Contains(leaf, "secret")
-}
-
 // Mask hides a secret value. Access keys keep their first and last two characters
 // (enough to tell keys apart); everything else becomes "****".
 func Mask(path, value string) string {
@@ -245,7 +240,7 @@ func toJSONValue(v Value, show bool, path string) any {
 		}
 		return out
 	case string:
-		if !show && path != "" && IsSecret(path) {
+		if !show && path != "" && secret.Name(path) {
 			return Mask(path, x)
 		}
 		return x
@@ -260,7 +255,7 @@ func (c *Config) Display(path string, showSecrets bool) string {
 	case nil:
 		return "null"
 	case string:
-		if !showSecrets && IsSecret(path) {
+		if !showSecrets && secret.Name(path) {
 			return Mask(path, x)
 		}
 		return x

@@ -8,32 +8,26 @@ import (
 
 	"github.com/docker/docker/api/types/mount"
 
-	"github.com/gpufleet/clearml-agent-go/agent/config"
+	"github.com/gpufleet/clearml-agent-go/internal/secret"
 )
 
 // secretEnv says whether an environment variable's value must be masked in
-// logs: tokens, secrets, passwords and keys (config.IsSecret, plus names
-// ending in _PASS, _KEY, _PASSWD or holding CREDENTIAL), and the hidden keys.
+// logs: a secret name (secret.Name) or one of the hidden keys.
 func secretEnv(name string, hide []string) bool {
 	for _, h := range hide {
 		if strings.EqualFold(h, name) {
 			return true
 		}
 	}
-	n := strings.ToLower(name)
-	return config.IsSecret(n) || strings.HasSuffix(n, "_pass") || strings.HasSuffix(n, "_key") ||
-		strings.Contains(n, "passwd") || strings.Contains(n, "credential")
+	return secret.Name(name)
 }
-
-// urlPassword finds the password of scheme://user:password@host.
-var urlPassword = regexp.MustCompile(`([a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*):([^@\s/]+)@`)
 
 // assignment finds NAME=value words in scripts.
 var assignment = regexp.MustCompile(`\b([A-Za-z_][A-Za-z0-9_]*)=("[^"]*"|'[^']*'|\S+)`)
 
 // maskText hides URL passwords and the values of secret NAME=value words.
 func maskText(s string, hide []string) string {
-	s = urlPassword.ReplaceAllString(s, "$1:****@")
+	s = secret.MaskURLs(s)
 	return assignment.ReplaceAllStringFunc(s, func(m string) string {
 		k, _, _ := strings.Cut(m, "=")
 		if secretEnv(k, hide) {
@@ -55,7 +49,7 @@ func maskEnv(kv string, hide []string) string {
 		}
 		return k + "=****"
 	}
-	return k + "=" + urlPassword.ReplaceAllString(v, "$1:****@")
+	return k + "=" + secret.MaskURLs(v)
 }
 
 // maskArgs masks the secret values of -e/--env options and URL passwords in
@@ -74,7 +68,7 @@ func maskArgs(args []string, hide []string) []string {
 		case strings.HasPrefix(a, "-e") && len(a) > 2:
 			a = "-e" + maskEnv(strings.TrimPrefix(a[2:], "="), hide)
 		default:
-			a = urlPassword.ReplaceAllString(a, "$1:****@")
+			a = secret.MaskURLs(a)
 		}
 		out[i] = a
 	}

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/pelletier/go-toml/v2"
+
+	"github.com/gpufleet/clearml-agent-go/internal/secret"
 )
 
 // Package managers (agent.package_manager.type).
@@ -359,11 +361,6 @@ func (ins *installer) poetryInstall(ctx context.Context) error {
 	return nil
 }
 
-// urlPassword matches the password of a URL with credentials (an index URL
-// such as https://user:token@host/simple), masked in the task log as pip
-// masks it in its own output.
-var urlPassword = regexp.MustCompile(`(://[^/:@\s]+):[^@/\s]+@`)
-
 // run runs name in cwd, sends each output line to the task log as it comes
 // (after the command line itself, index passwords masked) and returns the
 // whole output.
@@ -372,7 +369,7 @@ func (ins *installer) run(ctx context.Context, cwd string, env []string, name st
 	if name == ins.python() {
 		show = "python"
 	}
-	ins.log(fmt.Sprintf("[%s]$ %s %s", cwd, show, urlPassword.ReplaceAllString(strings.Join(args, " "), "$1:****@")))
+	ins.log(fmt.Sprintf("[%s]$ %s %s", cwd, show, secret.MaskURLs(strings.Join(args, " "))))
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Dir = cwd
 	cmd.Env = env
