@@ -11,7 +11,9 @@ import (
 
 // GPUSampler returns one value per visible GPU (or MIG slice), in the order the
 // server should list them: utilisation [%], temperature [°C], memory used and
-// memory free [MiB]. The agent/gpu package implements it over NVML.
+// memory free [MiB]. The agent/gpu package implements it over NVML and owns
+// turning GPU monitoring off after repeated failures; an error here only
+// means that this sample has no GPU figures.
 type GPUSampler interface {
 	Sample() (usage, temp, memUsed, memFree []float64, err error)
 }
@@ -24,10 +26,6 @@ type Config struct {
 	// GPU supplies the gpu_* fields; nil means the report has none.
 	GPU GPUSampler
 }
-
-// gpuFailureLimit is how many consecutive GPUSampler errors turn GPU
-// monitoring off, as the Python agent does.
-const gpuFailureLimit = 3
 
 // Scalar fields of one reading, used as indexes into fixed-size arrays so that
 // sampling allocates nothing of its own.

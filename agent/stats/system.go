@@ -20,7 +20,6 @@ type systemReader struct {
 	diskPath string
 	disks    []string // whole block devices, for disk I/O (no partitions, loops, dm)
 	gpu      GPUSampler
-	gpuFails int
 
 	noSensors bool // the first sensor read found no CPU sensor: stop looking
 
@@ -123,12 +122,8 @@ func (s *systemReader) read() reading {
 		}
 	}
 
-	if s.gpu != nil && s.gpuFails < gpuFailureLimit {
-		u, t, used, free, err := s.gpu.Sample()
-		if err != nil {
-			s.gpuFails++
-		} else {
-			s.gpuFails = 0
+	if s.gpu != nil {
+		if u, t, used, free, err := s.gpu.Sample(); err == nil {
 			r.gpu = [numGPUFields][]float64{u, t, used, free}
 		}
 	}
