@@ -1,10 +1,8 @@
 package stats
 
 import (
-	"context"
 	"math"
 	"sync"
-	"time"
 
 	"github.com/gpufleet/clearml-agent-go/agent/api"
 )
@@ -59,7 +57,7 @@ type reading struct {
 }
 
 // Collector accumulates samples between two Reports. It is safe for one
-// goroutine calling Sample/Run and another calling Report.
+// goroutine calling Sample and another calling Report.
 type Collector struct {
 	read   func() reading // the system reader; tests inject their own
 	readMu sync.Mutex     // one read at a time: the reader keeps previous counters
@@ -88,23 +86,6 @@ func (c *Collector) Sample() {
 	r := c.read()
 	c.readMu.Unlock()
 	c.add(r)
-}
-
-// Run samples every interval (2s when every <= 0) until ctx is done.
-func (c *Collector) Run(ctx context.Context, every time.Duration) {
-	if every <= 0 {
-		every = 2 * time.Second
-	}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			c.Sample()
-		}
-	}
 }
 
 func (c *Collector) add(r reading) {

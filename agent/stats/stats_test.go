@@ -1,7 +1,6 @@
 package stats
 
 import (
-	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -184,24 +183,6 @@ func TestGPUSamplerFailureLeavesGPUFieldsOut(t *testing.T) {
 	}
 	if got := c.Report(); got.GPUUsage != nil {
 		t.Errorf("gpu_usage = %v, want none after failures", got.GPUUsage)
-	}
-}
-
-func TestRunSamplesUntilCancelled(t *testing.T) {
-	n := make(chan struct{}, 100)
-	c := &Collector{read: func() reading {
-		n <- struct{}{}
-		return rd(map[int]float64{fCPU: 1})
-	}}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan struct{})
-	go func() { c.Run(ctx, time.Millisecond); close(done) }()
-	<-n
-	<-n
-	cancel()
-	<-done
-	if got := c.Report().CPUUsage; !cmp.Equal(got, []float64{1}) {
-		t.Errorf("cpu_usage = %v, want [1]", got)
 	}
 }
 
