@@ -14,8 +14,6 @@ const (
 	Daemon Mode = iota
 	// Execute is a one-shot `clearml-agent execute`: <name>:<pid>.
 	Execute
-	// ServiceChild is a task started by a services-mode daemon: <daemon id>:service:<task id>.
-	ServiceChild
 )
 
 // Options are the inputs of For. Callers copy them from flags and
@@ -30,10 +28,8 @@ type Options struct {
 	CPUOnly bool   // --cpu-only (services mode forces it)
 	Slot    int    // this agent's slot on the host (see LockSlot)
 
-	Mode           Mode
-	PID            int    // Execute: the process id; 0 means os.Getpid()
-	ParentWorkerID string // ServiceChild: the daemon's worker id
-	TaskID         string // ServiceChild: the task id
+	Mode Mode
+	PID  int // Execute: the process id; 0 means os.Getpid()
 }
 
 // Environment variables read by WorkerID.
@@ -54,9 +50,6 @@ func For(o Options) string {
 	getenv := o.Getenv
 	if getenv == nil {
 		getenv = os.Getenv
-	}
-	if o.Mode == ServiceChild {
-		return o.ParentWorkerID + ":service:" + o.TaskID
 	}
 	if id := strings.TrimSpace(getenv(EnvWorkerID)); id != "" {
 		return id

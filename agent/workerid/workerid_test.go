@@ -38,7 +38,6 @@ func TestWorkerID(t *testing.T) {
 		{"env id beats config", Options{Hostname: "host", WorkerID: "fixed", Getenv: env(EnvWorkerID, "aws:i-123")}, "aws:i-123"},
 		{"execute", Options{Hostname: "host", Mode: Execute, PID: 4242, GPUs: "0", Getenv: none}, "host:4242"},
 		{"execute under a daemon", Options{Hostname: "host", Mode: Execute, PID: 4242, Getenv: env(EnvWorkerID, "host:gpu0")}, "host:gpu0"},
-		{"service child", Options{Mode: ServiceChild, ParentWorkerID: "host:cpu:0", TaskID: "abc123", Getenv: env(EnvWorkerID, "host:cpu:0")}, "host:cpu:0:service:abc123"},
 	}
 	for _, tt := range tests {
 		if got := For(tt.o); got != tt.want {
