@@ -289,6 +289,29 @@ func (r *Runner) AdoptServices(ctx context.Context) (int, error) {
 	return n, nil
 }
 
+// RemoveEndedServices removes this worker's service containers that have
+// ended (an agent that stops leaves running services behind, but not the
+// remains of finished ones). It returns how many it removed.
+func (r *Runner) RemoveEndedServices(ctx context.Context) (int, error) {
+	cs, err := r.services(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	var errs []error
+	for _, c := range cs {
+		if c.State == "running" || c.State == "created" || c.State == "restarting" {
+			continue
+		}
+		if err := r.cfg.Docker.Engine.Remove(ctx, c.ID); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		n++
+	}
+	return n, errors.Join(errs...)
+}
+
 // sessionEnv is CLEARML_AUTH_TOKEN=<the daemon's token>, or "".
 func sessionEnv(ctx context.Context, tok func(context.Context) (string, error), log interface {
 	Debug(string, ...any)
