@@ -51,6 +51,10 @@ type daemonFlags struct {
 	dockerSet     bool
 }
 
+// exitAtOnce is the exit status after the third stop signal (128 + SIGINT,
+// what a shell reports for an interrupted command).
+const exitAtOnce = 130
+
 const signalHelp = `Signals: the first SIGTERM or SIGINT drains (finish the running task, take no new one, then exit); ` +
 	`a second one aborts the running task (SIGTERM to its process group, the grace period, SIGKILL) and marks it stopped; ` +
 	`a third exits at once. SIGHUP reloads the configuration for the next task.`
@@ -233,69 +237,55 @@ func runDaemon(ctx context.Context, g *Globals, f *daemonFlags) error {
 	daemon := worker.New(client, wcfg)
 	d.Store(daemon)
 
-	// Signals: drain, abort, exit (see signalHelp); SIGHUP reloads.
+	// Signals: drain, abort, exit (see signalHelp and worker.Lifecycle).
 	abortCtx, abort := context.WithCancel(ctx)
 	defer abort()
-	var drained atomic.Bool
+	lc := worker.NewLifecycle(worker.LifecycleConfig{
+		Drain: func() {
+			// systemd shows the unit as deactivating from the first
+			// signal on, while the running task finishes.
+			_ = notify.Stopping()
+			daemon.Drain()
+		},
+		Abort: abort,
+		Kill:  process.KillAll,
+		Reload: func() {
+			// Each task child reads the configuration itself; check it
+			// now so a broken edit is reported at once.
+			c, err := g.LoadConfig()
+			if err != nil {
+				log.Error("the configuration does not load; tasks fail until it is fixed", "err", err)
+				return
+			}
+			log.Info("configuration reloaded; it applies from the next task", "file", c.File())
+		},
+		Connected:    notify.ready.Load,
+		DrainTimeout: agentCfg.DrainTimeout,
+		Logger:       log,
+	})
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer signal.Stop(sigs)
-	go func() {
-		n := 0
-		for s := range sigs {
-			if s == syscall.SIGHUP {
-				// Each task child reads the configuration itself; check it
-				// now so a broken edit is reported at once.
-				c, err := g.LoadConfig()
-				if err != nil {
-					log.Error("the configuration does not load; tasks fail until it is fixed", "err", err)
-					continue
-				}
-				log.Info("configuration reloaded; it applies from the next task", "file", c.File())
-				continue
-			}
-			n++
-			switch n {
-			case 1:
-				log.Info("draining: finishing the running task, taking no new one (send the signal again to abort it)", "signal", s.String())
-				// systemd shows the unit as deactivating from the first
-				// signal on, while the running task finishes.
-				drained.Store(true)
-				_ = notify.Stopping()
-				daemon.Drain()
-				if dt := agentCfg.DrainTimeout; dt > 0 {
-					log.Info("the running task is aborted if it has not finished by then", "drain_timeout", dt.String())
-					time.AfterFunc(dt, func() {
-						log.Warn("drain timeout reached: aborting the running task", "drain_timeout", dt.String())
-						abort()
-					})
-				}
-				if !notify.ready.Load() {
-					// Not connected yet (the API client may be retrying
-					// the login): no task can run, so stop waiting now.
-					abort()
-				}
-			case 2:
-				log.Warn("aborting the running task (send the signal again to exit at once)", "signal", s.String())
-				abort()
-			default:
-				log.Error("exiting at once; killing the running task's process group", "signal", s.String())
-				process.KillAll()
-				os.Exit(130)
-			}
-		}
-	}()
+	lcCtx, stopLC := context.WithCancel(ctx)
+	defer stopLC()
+	go lc.Run(lcCtx, sigs)
 
 	statsCtx, stopStats := context.WithCancel(ctx)
 	defer stopStats()
 	go sampleWhileBusy(statsCtx, collector, daemon)
 	go func() { _ = notify.RunWatchdog(statsCtx, daemon.Healthy) }()
 
-	err = daemon.Run(abortCtx)
+	done := make(chan error, 1)
+	go func() { done <- daemon.Run(abortCtx) }()
+	select {
+	case <-lc.Exited():
+		return &ExitError{Code: exitAtOnce}
+	case err = <-done:
+	}
 	switch {
 	case err == nil, errors.Is(err, context.Canceled):
 		return nil
-	case drained.Load() && !errors.Is(err, worker.ErrFatal):
+	case lc.Draining() && !errors.Is(err, worker.ErrFatal):
 		// Stopped by a signal before the server could be reached: a
 		// requested stop, not a failure (systemctl stop must not mark the
 		// unit failed).

@@ -11,10 +11,15 @@
 //   - Abort (cancelling Run's context, the second SIGTERM): the running task
 //     gets SIGTERM, the grace period, SIGKILL, and is marked stopped.
 //
+// Lifecycle is the whole signal contract of docs/signals.md (drain, abort,
+// exit at once, SIGHUP reload, drain timeout), fed signals through a channel:
+// the CLI connects os/signal to it and turns Exited into its exit status.
+//
 // Idle server load: one queues.get_next_task per queue per poll interval and
 // one workers.status_report per report interval. Queue metadata is fetched
 // once at start (the Python agent re-fetches it on every pass).
 //
-// It must not: parse flags or config files (the CLI builds Config), or run
-// processes itself (agent/task does).
+// It must not: parse flags or config files (the CLI builds Config), run
+// processes itself (agent/task does), subscribe to OS signals or exit the
+// process (the CLI does both).
 package worker
