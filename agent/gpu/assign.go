@@ -12,10 +12,6 @@ type Assignment struct {
 	// Devices is the value list for NVIDIA_VISIBLE_DEVICES and --gpus, as the
 	// user wrote each id: "0", "0:1" (GPU 0, MIG slot 1), "GPU-…", "MIG-…".
 	Devices []string
-	// UUIDs are the GPU or MIG UUIDs of Devices, resolved through the
-	// inventory; nil without one. Provisioning can pin units to them so a
-	// PCI reordering cannot silently swap GPUs.
-	UUIDs []string
 	// Instance is the systemd instance name: "gpu0", "gpu0-1", "gpu0.1",
 	// "gpu-GPU-1a2b3c4d".
 	Instance string
@@ -97,7 +93,7 @@ func ParseAssignment(spec string, perAgent int, inv *Inventory) ([]Assignment, [
 	out := make([]Assignment, len(groups))
 	seen := map[string]int{}
 	for a, g := range groups {
-		out[a] = assignment(g, inv != nil)
+		out[a] = assignment(g)
 		if prev, ok := seen[out[a].Instance]; ok {
 			return nil, nil, fail("agents %d and %d would both be named %q; use GPU indices instead of UUIDs", prev+1, a+1, out[a].Instance)
 		}
@@ -205,8 +201,8 @@ func chunk(flat []device, perAgent int, fail func(string, ...any) error) ([][]de
 	return groups, nil
 }
 
-// resolve checks every id against the inventory and fills in UUIDs and
-// indices.
+// resolve checks every id against the inventory (a UUID must exist, an
+// index must exist, a MIG slot must exist on its GPU) and fills in indices.
 func resolve(groups [][]device, inv *Inventory, fail func(string, ...any) error) error {
 	for a := range groups {
 		for k := range groups[a] {
@@ -309,15 +305,12 @@ func checkOverlap(groups [][]device, fail func(string, ...any) error) error {
 	return nil
 }
 
-func assignment(g []device, resolved bool) Assignment {
+func assignment(g []device) Assignment {
 	var a Assignment
 	names := make([]string, len(g))
 	byIndex := true
 	for i, d := range g {
 		a.Devices = append(a.Devices, d.text)
-		if resolved {
-			a.UUIDs = append(a.UUIDs, d.uuid)
-		}
 		if reUUID.MatchString(d.text) {
 			byIndex = false
 			names[i] = shortUUID(d.text)

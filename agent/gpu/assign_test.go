@@ -64,7 +64,7 @@ func TestParseAssignment(t *testing.T) {
 	}
 }
 
-func TestParseAssignmentResolvesUUIDs(t *testing.T) {
+func TestParseAssignmentWithInventory(t *testing.T) {
 	t.Parallel()
 	inv := fourGPUs()
 	got, warnings, err := ParseAssignment("1,3:1", 2, inv)
@@ -76,7 +76,6 @@ func TestParseAssignmentResolvesUUIDs(t *testing.T) {
 	}
 	want := []Assignment{{
 		Devices:      []string{"1", "3:1"},
-		UUIDs:        []string{inv.GPUs[1].UUID, inv.GPUs[3].MIGDevices[1].UUID},
 		Instance:     "gpu1-3.1",
 		WorkerSuffix: "gpu1,3:1",
 	}}
@@ -91,8 +90,8 @@ func TestParseAssignmentWarnsWithoutInventory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(got) != 2 || got[1].UUIDs != nil {
-		t.Errorf("got %+v, want 2 agents without UUIDs", got)
+	if len(got) != 2 || got[1].Devices[0] != "7" {
+		t.Errorf("got %+v, want 2 agents, the second on GPU 7", got)
 	}
 	if len(warnings) != 1 || !strings.Contains(warnings[0], "not checked") {
 		t.Errorf("warnings = %q, want one saying the ids were not checked", warnings)

@@ -73,7 +73,7 @@ func TestDiscoverWithDGXA100(t *testing.T) {
 
 	// The inventory feeds ParseAssignment.
 	got, _, err := ParseAssignment("all", 4, inv)
-	if err != nil || len(got) != 2 || got[1].UUIDs[0] != inv.GPUs[4].UUID {
+	if err != nil || len(got) != 2 || got[1].Devices[0] != "4" {
 		t.Errorf("ParseAssignment(all, 4) = %+v, %v; want 2 agents, the second starting at GPU 4", got, err)
 	}
 	if _, _, err := ParseAssignment("7:1,"+inv.GPUs[0].UUID, 0, inv); err != nil {
