@@ -23,6 +23,10 @@ import (
 // DefaultWaitTimeout bounds how long Apply waits for started units to report READY.
 const DefaultWaitTimeout = 2 * time.Minute
 
+// rollbackReloadTimeout bounds the daemon-reload after a rollback, which
+// runs even when Apply's context was cancelled.
+const rollbackReloadTimeout = 30 * time.Second
+
 // Host is what Apply needs from the machine it runs on.
 type Host struct {
 	// Manager talks to the running systemd; unused (may be nil) with a Root.
@@ -158,7 +162,10 @@ func Apply(ctx context.Context, p *Plan, h Host) (*Result, error) {
 		res.RolledBack = true
 		note := ""
 		if live && len(undo) > 0 {
-			if err := h.Manager.Reload(ctx); err != nil {
+			// Also after Ctrl-C (a cancelled ctx): systemd must see the old files.
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackReloadTimeout)
+			defer cancel()
+			if err := h.Manager.Reload(rctx); err != nil {
 				note = fmt.Sprintf(" (daemon-reload after the rollback failed too: %v; run systemctl daemon-reload)", err)
 			}
 		}

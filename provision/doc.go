@@ -7,6 +7,11 @@
 // agents (Status, with the containers of docker-mode agents: AddContainers),
 // removes them (Remove) and fills in credentials on first boot (FirstBoot).
 //
+// Run carries out one agent-provision Command (apply, status, remove, gpus,
+// first-boot, run: the supervisor's assembly), taking from the machine only
+// what Deps gives (systemd, NVML, euid, clock, environment, signals), which
+// tests replace. SIGINT/SIGTERM cancel an apply; its rollback still runs.
+//
 // Docker mode (Inputs.Docker): the plan checks, before anything is written,
 // that the static agent for the task containers exists and is static, that
 // the docker group exists and that the engine answers (one-line errors
@@ -20,7 +25,9 @@
 // before any unit was started or restarted, the files written by that run are
 // restored to what was there before (new files removed) and systemd is
 // reloaded again; once a unit was started, nothing is rolled back and the
-// error names the units that were written but not started.
+// error names the units that were written but not started. A cancelled
+// context (Ctrl-C) is such a failure: the rollback's daemon-reload runs on a
+// context of its own.
 //
 // It must not render unit directives (unitgen does), parse --gpus (agent/gpu
 // does), talk D-Bus itself (provision/systemd does) or parse command-line

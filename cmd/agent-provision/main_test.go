@@ -11,12 +11,18 @@ import (
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/dgxa100"
 	"github.com/gpufleet/clearml-agent-go/agent/gpu"
+	"github.com/gpufleet/clearml-agent-go/provision"
 )
 
 func run(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
+	return runWith(t, provision.HostDeps(), args...)
+}
+
+func runWith(t *testing.T, deps provision.Deps, args ...string) (int, string, string) {
+	t.Helper()
 	var out, errb bytes.Buffer
-	code := Main(t.Context(), args, &out, &errb)
+	code := mainWith(t.Context(), args, &out, &errb, deps)
 	return code, out.String(), errb.String()
 }
 
@@ -145,9 +151,9 @@ func TestDryRunFromEnv(t *testing.T) {
 }
 
 func TestGPUsMock(t *testing.T) {
-	old := discover
-	t.Cleanup(func() { discover = old })
-	discover = func() (*gpu.Inventory, error) { return gpu.DiscoverWith(dgxa100.New()) }
+	deps := provision.HostDeps()
+	deps.Discover = func() (*gpu.Inventory, error) { return gpu.DiscoverWith(dgxa100.New()) }
+	run := func(t *testing.T, args ...string) (int, string, string) { return runWith(t, deps, args...) }
 	code, out, stderr := run(t, "gpus")
 	if code != 0 || strings.Count(out, "NVIDIA A100") != 8 {
 		t.Errorf("gpus: exit %d\n%s%s", code, out, stderr)
