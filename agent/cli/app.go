@@ -1,11 +1,13 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"os/user"
 	"path/filepath"
 	"strings"
 
@@ -25,6 +27,7 @@ type Globals struct {
 	Stdout     io.Writer
 	Stderr     io.Writer
 	Env        []string // os.Environ form
+	Args       []string // the command line as given to Main (--detached starts it again)
 	// Verifier checks credentials for `config --verify` and `init`; nil = HTTP auth.login.
 	Verifier Verifier
 
@@ -41,14 +44,20 @@ func (g *Globals) Getenv(name string) string {
 	return ""
 }
 
-// Home is $HOME from g.Env, else the process's home directory.
+// Home is $HOME from g.Env, else the user's home directory in the user
+// database ("" when neither is known).
 func (g *Globals) Home() string {
 	if h := g.Getenv("HOME"); h != "" {
 		return h
 	}
-	h, _ := os.UserHomeDir()
-	return h
+	if u, err := user.Current(); err == nil {
+		return u.HomeDir
+	}
+	return ""
 }
+
+// TempDir is $TMPDIR from g.Env, else /tmp.
+func (g *Globals) TempDir() string { return cmp.Or(g.Getenv("TMPDIR"), "/tmp") }
 
 // LoadConfig loads clearml.conf (--config-file, CLEARML_CONFIG_FILE, ~/clearml.conf)
 // with the environment overrides from g.Env.
@@ -94,9 +103,13 @@ func NewApp(g *Globals) *kingpin.Application {
 }
 
 // Main runs clearml-agent with args (without the program name) and returns the
-// exit status.
+// exit status. env is the whole environment it sees (os.Environ form): it
+// reads no other.
 func Main(args []string, stdin io.Reader, stdout, stderr io.Writer, env []string) int {
-	g := &Globals{Stdin: stdin, Stdout: stdout, Stderr: stderr, Env: env}
+	if env == nil {
+		env = []string{} // nil would mean the process's environment to some callees
+	}
+	g := &Globals{Stdin: stdin, Stdout: stdout, Stderr: stderr, Env: env, Args: args}
 	return run(context.Background(), g, args)
 }
 

@@ -119,12 +119,12 @@ func runDaemon(ctx context.Context, g *Globals, f *daemonFlags) error {
 		}
 		return instance.Stop(ctx, stateDir, sel, 10*time.Second, func(s string) { fmt.Fprintln(g.Stdout, s) })
 	}
-	if f.detached && !instance.IsDetachedChild() {
+	if f.detached && g.Getenv(instance.EnvDetached) != "1" { // not in the child Detach started
 		if err := os.MkdirAll(stateDir, 0o755); err != nil {
 			return fmt.Errorf("state dir %s: %w; pass a writable --state-dir", stateDir, err)
 		}
 		logPath := instance.LogPath(stateDir, workerid.For(idOpts))
-		pid, err := instance.Detach(logPath, os.Args[1:], g.Env)
+		pid, err := instance.Detach(logPath, g.Args, g.Env)
 		if err != nil {
 			return err
 		}

@@ -128,7 +128,7 @@ func execute(ctx context.Context, g *Globals, f *executeFlags, rep *executor.Rep
 	}
 	stateDir := f.stateDir
 	if stateDir == "" {
-		dir, err := os.MkdirTemp("", "clearml-agent-execute-")
+		dir, err := os.MkdirTemp(g.TempDir(), "clearml-agent-execute-")
 		if err != nil {
 			return none, fmt.Errorf("a private state directory for execute: %w; set TMPDIR to a writable directory", err)
 		}
@@ -188,7 +188,7 @@ func executeInDocker(ctx context.Context, g *Globals, f *executeFlags, _ *execut
 	if _, err := client.Login(ctx); err != nil {
 		return none, err
 	}
-	stateDir, err := os.MkdirTemp("", "clearml-agent-execute-")
+	stateDir, err := os.MkdirTemp(g.TempDir(), "clearml-agent-execute-")
 	if err != nil {
 		return none, fmt.Errorf("a private state directory for execute: %w; set TMPDIR to a writable directory", err)
 	}
