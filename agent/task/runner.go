@@ -1,6 +1,7 @@
 package task
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -76,8 +77,12 @@ type Settings struct {
 	LogLevel           string // exported as CLEARML_LOG_LEVEL
 	KeepCarriageReturn bool   // inverse of agent.suppress_carriage_return
 	AbortGrace         time.Duration
-	StatusPoll         time.Duration // abort check interval; default 5 s
-	PingInterval       time.Duration // tasks.ping interval; 0 = default 60 s, <0 disables
+	// PartialLineAfter is how long a line without '\n' (a tqdm progress bar)
+	// may wait before it goes to the log as it stands; 0 = 5 s, as the
+	// reference agent reads the output every 5 s.
+	PartialLineAfter time.Duration
+	StatusPoll       time.Duration // abort check interval; default 5 s
+	PingInterval     time.Duration // tasks.ping interval; 0 = default 60 s, <0 disables
 
 	SpoolDir string    // where log lines spill during server outages
 	Echo     io.Writer // copy of every task log line (execute prints them); nil = none
@@ -355,6 +360,7 @@ func (ru *run) execute(ctx context.Context, o Options) Outcome {
 	cmd.Sink = func(l process.Line) { _ = ru.log.Write("DEBUG", l.Text) }
 	cmd.KeepCarriageReturn = r.s.KeepCarriageReturn
 	cmd.CancelGrace = r.s.AbortGrace
+	cmd.PartialLineAfter = cmp.Or(r.s.PartialLineAfter, 5*time.Second)
 	p, err := process.Start(work, cmd)
 	if err != nil {
 		return fail("could not start the task", err)

@@ -211,6 +211,27 @@ func TestCompleted(t *testing.T) {
 	}
 }
 
+// A progress line without '\n' reaches the log while the task still runs.
+func TestPartialLineReachesLog(t *testing.T) {
+	needTools(t)
+	f := newFixture(t)
+	f.s.PartialLineAfter = 100 * time.Millisecond
+	url, _, _ := gitRepo(t, map[string]string{"bar.sh": "printf 'progress 50%%'\nsleep 5\necho ' done'\n"})
+	id := f.newTask(api.Script{Repository: url, EntryPoint: "bar.sh", Binary: "/bin/bash"})
+	done := make(chan task.Outcome, 1)
+	start := time.Now()
+	go func() { out, _ := task.NewRunner(f.c, f.s).Run(t.Context(), id, task.Options{}); done <- out }()
+	f.waitLog(t, id, "progress 50%")
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("the partial line reached the log after %s, want it while the task sleeps (5 s); log:\n%s", d, f.fullLog(id))
+	}
+	out := <-done
+	checkStatus(t, f, id, out, api.StatusCompleted, "worker execution done")
+	if diff := cmp.Diff([]string{"progress 50%", " done"}, f.output(id)); diff != "" {
+		t.Errorf("output (-want +got):\n%s", diff)
+	}
+}
+
 func TestExitCodeFails(t *testing.T) {
 	needTools(t)
 	f := newFixture(t)
