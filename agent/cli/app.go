@@ -82,11 +82,16 @@ type ExitError struct {
 
 func (e *ExitError) Error() string { return e.Msg }
 
-// commands are the subcommand registrations; each command file appends itself
-// from an init function (config_cmd.go, init_cmd.go, ...).
-var commands []func(app *kingpin.Application, g *Globals)
+// commands are clearml-agent's subcommands, in the order --help lists them;
+// each registers its flags and its action (Globals.Handle).
+var commands = []func(app *kingpin.Application, g *Globals){
+	registerInit,    // init_cmd.go
+	registerConfig,  // config_cmd.go
+	registerDaemon,  // daemon.go
+	registerExecute, // execute.go
+}
 
-// NewApp builds the clearml-agent application with every registered subcommand.
+// NewApp builds the clearml-agent application with its subcommands.
 func NewApp(g *Globals) *kingpin.Application {
 	app := kingpin.New("clearml-agent", "ClearML Agent (Go): runs ClearML tasks from queues on this machine.")
 	app.Version(Version)
@@ -113,24 +118,22 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer, env []string
 	return run(context.Background(), g, args)
 }
 
-type terminated struct{ code int }
-
-// parse runs kingpin without letting it exit the process: --help and --version
-// call Terminate, which unwinds here.
-func parse(app *kingpin.Application, args []string) (cmd string, exited int, err error) {
-	exited = -1
-	app.Terminate(func(code int) { panic(terminated{code}) })
-	defer func() {
-		if r := recover(); r != nil {
-			t, ok := r.(terminated)
-			if !ok {
-				panic(r)
-			}
-			exited = t.code
+// parse runs kingpin without letting it exit the process. --help, help and
+// --version end in kingpin's Terminate hook, which here records the status
+// (the first one: code >= 0 then) and silences the app, since kingpin parses
+// on after it (and would print the usage again when no command was given);
+// Parse's results do not count then.
+func parse(app *kingpin.Application, args []string) (cmd string, code int, err error) {
+	code = -1
+	app.Terminate(func(c int) {
+		if code < 0 {
+			code = c
+			app.UsageWriter(io.Discard)
+			app.ErrorWriter(io.Discard)
 		}
-	}()
+	})
 	cmd, err = app.Parse(args)
-	return cmd, exited, err
+	return cmd, code, err
 }
 
 func run(ctx context.Context, g *Globals, args []string) int {

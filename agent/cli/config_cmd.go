@@ -22,8 +22,6 @@ type Verifier interface {
 	Verify(ctx context.Context, host, key, secret string) (serverVersion, apiVersion string, err error)
 }
 
-func init() { commands = append(commands, registerConfig) }
-
 func registerConfig(app *kingpin.Application, g *Globals) {
 	cmd := app.Command("config", "Print the merged configuration (secrets masked).")
 	asJSON := cmd.Flag("json", "Print JSON instead of key = value lines.").Bool()

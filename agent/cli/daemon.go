@@ -29,8 +29,6 @@ import (
 	"github.com/gpufleet/clearml-agent-go/internal/sdnotify"
 )
 
-func init() { commands = append(commands, registerDaemon) }
-
 // daemonFlags are the daemon's command-line settings.
 type daemonFlags struct {
 	queues        []string

@@ -15,8 +15,6 @@ import (
 	"github.com/gpufleet/clearml-agent-go/agent/workerid"
 )
 
-func init() { commands = append(commands, registerExecute) }
-
 // executeFlags are execute's settings. The hidden ones are set by the daemon,
 // which runs every task as an execute child (agent/executor).
 type executeFlags struct {

@@ -17,8 +17,6 @@ import (
 	"github.com/gpufleet/clearml-agent-go/agent/config"
 )
 
-func init() { commands = append(commands, registerInit) }
-
 type initFlags struct {
 	nonInteractive bool
 	apiHost        string
