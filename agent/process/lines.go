@@ -6,32 +6,11 @@ import (
 	"unicode/utf8"
 )
 
-// Stream says which pipe a line came from.
-type Stream int
-
-// Streams. With Spec.SplitStderr false both pipes are one and every line is
-// labelled Stdout.
-const (
-	Stdout Stream = 1
-	Stderr Stream = 2
-)
-
-// String returns "stdout" or "stderr".
-func (s Stream) String() string {
-	switch s {
-	case Stdout:
-		return "stdout"
-	case Stderr:
-		return "stderr"
-	}
-	return "stream?"
-}
-
-// Line is one line of child output, without its line terminator.
+// Line is one line of child output (stdout and stderr share one pipe),
+// without its line terminator.
 type Line struct {
-	Stream Stream
-	Text   string    // valid UTF-8, no '\n', no '\b'
-	Time   time.Time // when the line was complete
+	Text string    // valid UTF-8, no '\n', no '\b'
+	Time time.Time // when the line was complete
 }
 
 // DefaultMaxLineBytes is the longest line delivered in one piece; longer
@@ -41,7 +20,6 @@ const DefaultMaxLineBytes = 64 << 10
 
 // splitter turns a byte stream into Lines. It is not safe for concurrent use.
 type splitter struct {
-	stream    Stream
 	keepCR    bool // false: keep only the last '\r' segment; true: '\r' ends a line
 	max       int
 	buf       []byte
@@ -52,11 +30,11 @@ type splitter struct {
 	emit      func(Line)
 }
 
-func newSplitter(stream Stream, keepCR bool, max int, emit func(Line)) *splitter {
+func newSplitter(keepCR bool, max int, emit func(Line)) *splitter {
 	if max <= 0 {
 		max = DefaultMaxLineBytes
 	}
-	return &splitter{stream: stream, keepCR: keepCR, max: max, now: time.Now, emit: emit}
+	return &splitter{keepCR: keepCR, max: max, now: time.Now, emit: emit}
 }
 
 // write consumes p. Memory stays bounded by max whatever p holds.
@@ -116,7 +94,7 @@ func (s *splitter) emitLine() {
 		return
 	}
 	s.continued = false
-	s.emit(Line{Stream: s.stream, Text: toText(s.buf), Time: s.now()})
+	s.emit(Line{Text: toText(s.buf), Time: s.now()})
 	s.buf = s.buf[:0]
 }
 
@@ -131,7 +109,7 @@ func (s *splitter) emitChunk() {
 	if start > 0 && !utf8.FullRune(s.buf[start:]) {
 		cut = start
 	}
-	s.emit(Line{Stream: s.stream, Text: toText(s.buf[:cut]), Time: s.now()})
+	s.emit(Line{Text: toText(s.buf[:cut]), Time: s.now()})
 	n := copy(s.buf, s.buf[cut:])
 	s.buf = s.buf[:n]
 }

@@ -25,11 +25,6 @@ type Spec struct {
 
 	// Sink receives the output lines; nil discards them.
 	Sink LineSink
-	// SplitStderr reads stderr from its own pipe so lines carry Stream=Stderr.
-	// The order between the two streams is then only the order in which the
-	// agent read them. When false (the reference agent's behaviour) stderr is
-	// the same pipe as stdout and the order is exact.
-	SplitStderr bool
 	// KeepCarriageReturn is the inverse of agent.suppress_carriage_return:
 	// false (default) keeps only the last '\r' segment of a line (progress
 	// bars), true turns every '\r' into a line break.
@@ -81,38 +76,22 @@ func Start(ctx context.Context, spec Spec) (*Process, error) {
 	if err := ctx.Err(); err != nil {
 		return fail(fmt.Errorf("process: %q not started: %w", spec.Path, err))
 	}
+	// One pipe for stdout and stderr, as the reference agent: the order of
+	// the lines is exactly the order the task wrote them.
 	outR, outW, err := os.Pipe()
 	if err != nil {
 		return fail(fmt.Errorf("process: pipe for %q: %w", spec.Path, err))
-	}
-	readers := []*os.File{outR}
-	writers := []*os.File{outW}
-	errW := outW
-	if spec.SplitStderr {
-		errR, w, err := os.Pipe()
-		if err != nil {
-			outR.Close()
-			outW.Close()
-			return fail(fmt.Errorf("process: pipe for %q: %w", spec.Path, err))
-		}
-		readers = append(readers, errR)
-		writers = append(writers, w)
-		errW = w
 	}
 	cmd := exec.Command(spec.Path, spec.Args...)
 	cmd.Dir = spec.Dir
 	cmd.Env = spec.Env
 	cmd.Stdout = outW
-	cmd.Stderr = errW
+	cmd.Stderr = outW
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	err = cmd.Start()
-	for _, w := range writers {
-		w.Close() // the child holds its own copies
-	}
+	outW.Close() // the child holds its own copy
 	if err != nil {
-		for _, r := range readers {
-			r.Close()
-		}
+		outR.Close()
 		return fail(fmt.Errorf("process: start %q (dir %q): %w; check that the program exists and is executable", spec.Path, spec.Dir, err))
 	}
 	p.cmd = cmd
@@ -120,22 +99,14 @@ func Start(ctx context.Context, spec Spec) (*Process, error) {
 	live.add(p.pid)
 
 	lines := make(chan Line, 256)
-	var readWG sync.WaitGroup
-	var pipes []*pipeReader
-	for i, r := range readers {
-		stream := Stdout
-		if i == 1 {
-			stream = Stderr
-		}
-		sp := newSplitter(stream, spec.KeepCarriageReturn, spec.MaxLineBytes, func(l Line) { lines <- l })
-		pr := &pipeReader{f: r, sp: sp, partialAfter: spec.PartialLineAfter}
-		pipes = append(pipes, pr)
-		readWG.Add(1)
-		go func() {
-			defer readWG.Done()
-			pr.run()
-		}()
-	}
+	sp := newSplitter(spec.KeepCarriageReturn, spec.MaxLineBytes, func(l Line) { lines <- l })
+	pr := &pipeReader{f: outR, sp: sp, partialAfter: spec.PartialLineAfter}
+	readerDone := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		defer close(lines)
+		pr.run()
+	}()
 	sinkDone := make(chan struct{})
 	go func() {
 		defer close(sinkDone)
@@ -145,18 +116,11 @@ func Start(ctx context.Context, spec Spec) (*Process, error) {
 			}
 		}
 	}()
-	readersDone := make(chan struct{})
-	go func() {
-		readWG.Wait()
-		close(lines)
-		close(readersDone)
-	}()
-
 	drain := spec.OutputDrain
 	if drain <= 0 {
 		drain = 2 * time.Second
 	}
-	go p.supervise(pipes, readersDone, sinkDone, drain)
+	go p.supervise(pr, readerDone, sinkDone, drain)
 	go func() {
 		select {
 		case <-ctx.Done():
@@ -223,7 +187,7 @@ func (pr *pipeReader) stop() {
 // supervise waits for the leader to exit without reaping it, kills whatever
 // is left in its group while the group id is still reserved, reaps the
 // leader, then waits for the output to drain and closes done.
-func (p *Process) supervise(pipes []*pipeReader, readersDone, sinkDone <-chan struct{}, drain time.Duration) {
+func (p *Process) supervise(pr *pipeReader, readerDone, sinkDone <-chan struct{}, drain time.Duration) {
 	var info unix.Siginfo
 	for {
 		err := unix.Waitid(unix.P_PID, p.pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
@@ -248,14 +212,12 @@ func (p *Process) supervise(pipes []*pipeReader, readersDone, sinkDone <-chan st
 		res = ExitResult{Code: -1, StartErr: fmt.Errorf("process: wait for pid %d: %w", p.pid, err)}
 	}
 
-	// Processes that left the group (setsid) may still hold the pipes.
+	// Processes that left the group (setsid) may still hold the pipe.
 	select {
-	case <-readersDone:
+	case <-readerDone:
 	case <-time.After(drain):
-		for _, pr := range pipes {
-			pr.stop()
-		}
-		<-readersDone
+		pr.stop()
+		<-readerDone
 	}
 	<-sinkDone
 

@@ -83,25 +83,9 @@ func TestCombinedStreamsKeepOrder(t *testing.T) {
 		t.Errorf("lines (-want +got):\n%s", diff)
 	}
 	for _, l := range c.lines {
-		if l.Stream != Stdout || l.Time.IsZero() {
-			t.Errorf("line %+v: want Stream=stdout and a time", l)
+		if l.Time.IsZero() {
+			t.Errorf("line %+v: want a time", l)
 		}
-	}
-}
-
-func TestSplitStderrKeepsPerStreamOrder(t *testing.T) {
-	t.Parallel()
-	c, res := runSh(t, "for i in 1 2 3; do echo o$i; echo e$i >&2; done", func(s *Spec) { s.SplitStderr = true })
-	if !res.Success() {
-		t.Fatalf("result %v, want success", res)
-	}
-	got := map[Stream][]string{}
-	for _, l := range c.lines {
-		got[l.Stream] = append(got[l.Stream], l.Text)
-	}
-	want := map[Stream][]string{Stdout: {"o1", "o2", "o3"}, Stderr: {"e1", "e2", "e3"}}
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("lines by stream (-want +got):\n%s", diff)
 	}
 }
 
@@ -158,7 +142,7 @@ func TestChunksNeverSplitRunes(t *testing.T) {
 	t.Parallel()
 	in := strings.Repeat("€", 100000) // 3 bytes each; 64 KiB is not a multiple of 3
 	var got []string
-	sp := newSplitter(Stdout, false, DefaultMaxLineBytes, func(l Line) { got = append(got, l.Text) })
+	sp := newSplitter(false, DefaultMaxLineBytes, func(l Line) { got = append(got, l.Text) })
 	sp.write([]byte(in[:12345]))
 	sp.write([]byte(in[12345:]))
 	sp.flush()
