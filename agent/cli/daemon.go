@@ -26,6 +26,7 @@ import (
 	"github.com/gpufleet/clearml-agent-go/agent/stats"
 	"github.com/gpufleet/clearml-agent-go/agent/worker"
 	"github.com/gpufleet/clearml-agent-go/agent/workerid"
+	"github.com/gpufleet/clearml-agent-go/internal/oneline"
 	"github.com/gpufleet/clearml-agent-go/internal/sdnotify"
 )
 
@@ -152,7 +153,7 @@ func runDaemon(ctx context.Context, g *Globals, f *daemonFlags) error {
 		if dd := d.Load(); dd != nil {
 			dd.Beat()
 		}
-		_ = notify.Status(fmt.Sprintf("server unreachable, retrying (%s, attempt %d): %s", endpoint, attempt, oneLine(err)))
+		_ = notify.Status(fmt.Sprintf("server unreachable, retrying (%s, attempt %d): %s", endpoint, attempt, oneline.Of(err)))
 	}, log)
 	if err != nil {
 		return err
@@ -287,10 +288,10 @@ func runDaemon(ctx context.Context, g *Globals, f *daemonFlags) error {
 		// Stopped by a signal before the server could be reached: a
 		// requested stop, not a failure (systemctl stop must not mark the
 		// unit failed).
-		log.Info("stopped before the server could be reached", "err", oneLine(err))
+		log.Info("stopped before the server could be reached", "err", oneline.Of(err))
 		return nil
 	case errors.Is(err, worker.ErrFatal):
-		_ = notify.Status("fatal: " + oneLine(err))
+		_ = notify.Status("fatal: " + oneline.Of(err))
 		return errors.New(strings.TrimPrefix(err.Error(), worker.ErrFatal.Error()+": "))
 	default:
 		return err
@@ -383,14 +384,6 @@ func printRunning(w io.Writer, stateDir string) error {
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\n", r.WorkerID, r.PID, r.Slot, r.Started.Format(time.RFC3339), r.LogFile)
 	}
 	return tw.Flush()
-}
-
-func oneLine(err error) string {
-	s := strings.TrimSpace(err.Error())
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		s = s[:i]
-	}
-	return s
 }
 
 var _ worker.API = (*api.Client)(nil)

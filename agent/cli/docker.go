@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"debug/elf"
 	"fmt"
@@ -195,7 +196,7 @@ func buildContainer(g *Globals, t *api.Task, s config.DockerSettings, in buildIn
 	args := append([]string(nil), in.args...)
 	sock := g.Getenv("SSH_AUTH_SOCK")
 	if sock == "" && in.sshDir != "" && !s.DisableSSHMount {
-		args = append(args, "--ssh-from", orDefault(im.SSHROFolder, "/.ssh"))
+		args = append(args, "--ssh-from", cmp.Or(im.SSHROFolder, "/.ssh"))
 	}
 	parent := ""
 	if in.workerID != in.mode.workerID {
@@ -207,7 +208,7 @@ func buildContainer(g *Globals, t *api.Task, s config.DockerSettings, in buildIn
 		AgentBinary: in.binary, ConfigFile: in.configFile,
 		CacheRoot: filepath.Join(in.cacheRoot, safeName(choice.Image)),
 		SSHDir:    in.sshDir, SSHAuthSock: sock, Env: env, HostEnv: g.Env, ExecuteArgs: args,
-		Protected: docker.ProtectedPaths{ConfigFile: orDefault(in.agentConfig, in.configFile), StateDir: in.mode.stateDir, DockerSocket: dockerSocket(g)},
+		Protected: docker.ProtectedPaths{ConfigFile: cmp.Or(in.agentConfig, in.configFile), StateDir: in.mode.stateDir, DockerSocket: dockerSocket(g)},
 	})
 	if err != nil {
 		return nil, err
@@ -232,13 +233,6 @@ func dockerSocket(g *Globals) string {
 
 func safeName(s string) string {
 	return strings.NewReplacer(":", "_", "/", "_", "@", "_").Replace(s)
-}
-
-func orDefault(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }
 
 // splitArgs splits a task's container.arguments string as a shell would.

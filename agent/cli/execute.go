@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"os"
@@ -90,7 +91,7 @@ func runExecute(ctx context.Context, g *Globals, f *executeFlags) error {
 		return err
 	}
 	if rep == nil { // the daemon prints its own line for its children
-		fmt.Fprintf(g.Stderr, "task %s: %s (%s)\n", out.TaskID, orDash(out.Status), out.Reason)
+		fmt.Fprintf(g.Stderr, "task %s: %s (%s)\n", out.TaskID, cmp.Or(out.Status, "-"), out.Reason)
 	}
 	switch {
 	case out.Exit.Code > 0:
@@ -156,13 +157,6 @@ func execute(ctx context.Context, g *Globals, f *executeFlags, rep *executor.Rep
 		o.Started = rep.Started
 	}
 	return task.NewRunner(client, s).Run(ctx, f.id, o)
-}
-
-func orDash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
 }
 
 // executeInDocker is `execute --docker` by hand: the same container a daemon

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"io"
 	"log/slog"
 	"path/filepath"
@@ -33,7 +34,7 @@ func taskSettings(g *Globals, cfg *config.Config, workerID, stateDir string, dev
 	a := cfg.Agent()
 	s := task.Settings{
 		WorkerID:               workerID,
-		Git:                    repo.Creds{User: firstNonEmpty(g.Getenv("CLEARML_AGENT_GIT_USER"), a.GitUser), Pass: firstNonEmpty(g.Getenv("CLEARML_AGENT_GIT_PASS"), a.GitPass), Host: firstNonEmpty(g.Getenv("CLEARML_AGENT_GIT_HOST"), a.GitHost)},
+		Git:                    repo.Creds{User: cmp.Or(g.Getenv("CLEARML_AGENT_GIT_USER"), a.GitUser), Pass: cmp.Or(g.Getenv("CLEARML_AGENT_GIT_PASS"), a.GitPass), Host: cmp.Or(g.Getenv("CLEARML_AGENT_GIT_HOST"), a.GitHost)},
 		ForceSSH:               a.ForceGitSSHProtocol,
 		SSHUser:                a.ForceGitSSHUser,
 		SSHPort:                a.ForceGitSSHPort,
@@ -68,7 +69,7 @@ func taskSettings(g *Globals, cfg *config.Config, workerID, stateDir string, dev
 	if a.VCSCacheEnabled {
 		s.VCSCache = a.VCSCachePath
 	}
-	s.VenvsCache = firstNonEmpty(g.Getenv("CLEARML_AGENT_VENV_CACHE_PATH"), a.VenvsCache.Path)
+	s.VenvsCache = cmp.Or(g.Getenv("CLEARML_AGENT_VENV_CACHE_PATH"), a.VenvsCache.Path)
 	for _, p := range []string{a.PythonBinary, a.DefaultPython} {
 		if p != "" {
 			s.PythonFallbacks = append(s.PythonFallbacks, p)
@@ -100,13 +101,4 @@ func taskBaseEnv(env []string, devices map[string]string) []string {
 		}
 	}
 	return out
-}
-
-func firstNonEmpty(v ...string) string {
-	for _, s := range v {
-		if s != "" {
-			return s
-		}
-	}
-	return ""
 }

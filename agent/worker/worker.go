@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/gpufleet/clearml-agent-go/agent/api"
 	"github.com/gpufleet/clearml-agent-go/agent/task"
+	"github.com/gpufleet/clearml-agent-go/internal/oneline"
 )
 
 // API is what the daemon loop needs from the server; *api.Client has it.
@@ -371,11 +373,11 @@ func (d *Daemon) preflight(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if msg := oneLine(err); msg != last {
+		if msg := oneline.Of(err); msg != last {
 			d.log.Warn("not ready: retrying", "err", msg)
 			last = msg
 		}
-		d.setStatus("not ready: " + oneLine(err))
+		d.setStatus("not ready: " + oneline.Of(err))
 		if !d.sleep(ctx, delay) {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -388,7 +390,7 @@ func (d *Daemon) preflight(ctx context.Context) error {
 
 func (d *Daemon) unreachable(err error, what string) {
 	d.log.Warn("server unreachable, retrying", "call", what, "err", err)
-	d.setStatus("server unreachable, retrying: " + oneLine(err))
+	d.setStatus("server unreachable, retrying: " + oneline.Of(err))
 }
 
 func (d *Daemon) idle() {
@@ -569,7 +571,7 @@ func (d *Daemon) finished(id string, out task.Outcome, err error) {
 		d.log.Error("task could not run", "task", id, "err", err)
 		fmt.Fprintf(d.cfg.Out, "task %s could not run: %v\n", id, err)
 	} else {
-		fmt.Fprintf(d.cfg.Out, "task %s finished: %s (%s)\n", out.TaskID, orDash(out.Status), out.Reason)
+		fmt.Fprintf(d.cfg.Out, "task %s finished: %s (%s)\n", out.TaskID, cmp.Or(out.Status, "-"), out.Reason)
 	}
 	d.mu.Lock()
 	if d.curTask == id {
@@ -650,19 +652,4 @@ func queueNames(qs []Queue) string {
 		n[i] = q.Name
 	}
 	return strings.Join(n, ", ")
-}
-
-func orDash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
-}
-
-func oneLine(err error) string {
-	s := strings.TrimSpace(err.Error())
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		s = s[:i]
-	}
-	return s
 }
