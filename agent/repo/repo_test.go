@@ -16,6 +16,8 @@ import (
 
 	"github.com/gofrs/flock"
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/gpufleet/clearml-agent-go/internal/testenv"
 )
 
 // gitCLI runs the real git in dir and returns trimmed stdout.
@@ -245,9 +247,10 @@ type gitServer struct {
 
 func newGitServer(t *testing.T, root string) *gitServer {
 	t.Helper()
+	testenv.Need(t, "git")
 	gitPath, err := exec.LookPath("git")
 	if err != nil {
-		t.Skip("git not installed")
+		t.Fatal(err)
 	}
 	backend := &cgi.Handler{
 		Path: gitPath,

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/gpufleet/clearml-agent-go/internal/testenv"
 )
 
 // sshdPath is where Debian's openssh-server puts the daemon; sshd must be
@@ -49,18 +51,6 @@ type sshServer struct {
 	log       *lockedBuffer
 }
 
-// needTool skips the test when a binary is missing outside CI, and fails it
-// in CI (CI=true), where scripts/install-deps.sh installs openssh.
-func needTool(t *testing.T, path string) {
-	t.Helper()
-	if _, err := exec.LookPath(path); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s not found (%v); CI must install openssh-server and openssh-client (scripts/install-deps.sh)", path, err)
-		}
-		t.Skipf("%s not found (%v); install it with: apt-get install -y openssh-server openssh-client", path, err)
-	}
-}
-
 func run(t *testing.T, env []string, name string, args ...string) string {
 	t.Helper()
 	cmd := exec.Command(name, args...)
@@ -88,9 +78,9 @@ func freePort(t *testing.T) int {
 // and runs sshd in the foreground until the test ends.
 func startSSHD(t *testing.T) *sshServer {
 	t.Helper()
-	needTool(t, sshdPath)
-	needTool(t, "ssh-keygen")
-	needTool(t, "git-upload-pack")
+	testenv.Need(t, sshdPath)
+	testenv.Need(t, "ssh-keygen")
+	testenv.Need(t, "git-upload-pack")
 	if os.Geteuid() == 0 {
 		// Privilege separation directory; the Debian service normally makes it.
 		if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
@@ -138,10 +128,7 @@ func startSSHD(t *testing.T) *sshServer {
 	cmd := exec.Command(sshdPath, "-D", "-e", "-f", cfg)
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
-		if os.Getenv("CI") != "true" {
-			t.Skipf("starting %s: %v; sshd cannot run here", sshdPath, err)
-		}
-		t.Fatalf("starting %s: %v", sshdPath, err)
+		testenv.Missing(t, "starting %s: %v; sshd cannot run here", sshdPath, err)
 	}
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()
@@ -163,10 +150,7 @@ func startSSHD(t *testing.T) *sshServer {
 		}
 		select {
 		case <-exited:
-			if os.Getenv("CI") != "true" {
-				t.Skipf("sshd exited before accepting connections; sshd cannot run here:\n%s", log.String())
-			}
-			t.Fatalf("sshd exited before accepting connections:\n%s", log.String())
+			testenv.Missing(t, "sshd exited before accepting connections; sshd cannot run here:\n%s", log.String())
 		default:
 		}
 		if time.Now().After(deadline) {
@@ -216,8 +200,8 @@ func (s *sshServer) sshHome(t *testing.T, knownHosts string, key string) {
 // points SSH_AUTH_SOCK at it.
 func (s *sshServer) startAgent(t *testing.T) {
 	t.Helper()
-	needTool(t, "ssh-agent")
-	needTool(t, "ssh-add")
+	testenv.Need(t, "ssh-agent")
+	testenv.Need(t, "ssh-add")
 	// Unix socket paths are limited to ~108 bytes; t.TempDir can be longer.
 	dir, err := os.MkdirTemp("", "agent")
 	if err != nil {

@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -21,6 +20,7 @@ import (
 	"github.com/gpufleet/clearml-agent-go/agent/task"
 	"github.com/gpufleet/clearml-agent-go/internal/emulator"
 	"github.com/gpufleet/clearml-agent-go/internal/gittest"
+	"github.com/gpufleet/clearml-agent-go/internal/testenv"
 	"github.com/gpufleet/clearml-agent-go/internal/wheeltest"
 )
 
@@ -141,11 +141,7 @@ func checkStatus(t *testing.T, f *fixture, id string, out task.Outcome, status, 
 
 func needTools(t *testing.T) {
 	t.Helper()
-	for _, tool := range []string{"git", "python3", "bash"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed", tool)
-		}
-	}
+	testenv.Need(t, "git", "python3", "bash")
 }
 
 func writeFiles(t *testing.T, dir string, files map[string]string) {

@@ -3,7 +3,6 @@ package venv
 import (
 	"maps"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -11,6 +10,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/gpufleet/clearml-agent-go/internal/gittest"
+	"github.com/gpufleet/clearml-agent-go/internal/testenv"
 	"github.com/gpufleet/clearml-agent-go/internal/wheeltest"
 )
 
@@ -59,9 +59,7 @@ func indexOf(lines []string, sub string) int {
 // and such a set is not cached.
 func TestRequirementsRelativePaths(t *testing.T) {
 	needPython(t)
-	if _, err := exec.LookPath("git"); err != nil {
-		t.Skip("git not installed")
-	}
+	testenv.Need(t, "git")
 	ix := tinyIndex(t, nil)
 	gitDir := gittest.Repo(t, "master", wheeltest.Project("", "gitpkg", "1.0", "from git"))
 	repo := t.TempDir()

@@ -10,14 +10,13 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/gpufleet/clearml-agent-go/internal/testenv"
 	"github.com/gpufleet/clearml-agent-go/internal/wheeltest"
 )
 
 func needPython(t *testing.T) {
 	t.Helper()
-	if _, err := exec.LookPath("python3"); err != nil {
-		t.Skip("python3 not installed")
-	}
+	testenv.Need(t, "python3")
 }
 
 func run(t *testing.T, name string, args ...string) string {
@@ -270,9 +269,7 @@ func BenchmarkEnsureNoRequirements(b *testing.B) {
 
 func TestEnsureSystemPython(t *testing.T) {
 	const sys = "/usr/bin/python3"
-	if _, err := os.Stat(sys); err != nil {
-		t.Skip(sys + " not installed")
-	}
+	testenv.Need(t, sys)
 	env, err := Ensure(t.Context(), Spec{PythonBinary: sys, SystemSitePackages: true, WorkDir: t.TempDir()}, nil)
 	if err != nil {
 		t.Fatal(err)

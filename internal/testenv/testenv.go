@@ -1,0 +1,34 @@
+// Package testenv lets tests that need a program from the machine (git,
+// python3, bash, sshd) say so in one way: outside CI a missing program skips
+// the test; in CI (CI=true) it fails it, because scripts/install-deps.sh
+// installs them there and a silent skip would hide a broken test run.
+//
+// It must not: install anything, or be imported by non-test code.
+package testenv
+
+import (
+	"os"
+	"os/exec"
+	"testing"
+)
+
+// Need skips t (or fails it when CI=true) unless every tool is found: a bare
+// name in PATH, a path as it is.
+func Need(t testing.TB, tools ...string) {
+	t.Helper()
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			Missing(t, "%s not found (%v); install it (scripts/install-deps.sh installs it in CI)", tool, err)
+		}
+	}
+}
+
+// Missing skips t with the message outside CI and fails it when CI=true.
+func Missing(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatalf(format, args...)
+		return
+	}
+	t.Skipf(format, args...)
+}
