@@ -183,7 +183,7 @@ func (h *harness) fleet(ctx context.Context, n int) error {
 	label := fmt.Sprintf("%d idle agent(s)", n)
 	target := ""
 	if n == 8 {
-		target = "<= 24 MiB [Python agent: 8 x 50 MiB]"
+		target = "<= 24 MiB"
 	}
 	h.add(label+": PSS total", mib(after.Pss), target,
 		fmt.Sprintf("anon %s + file %s; RSS total %s; %s after settling", mib(after.PssAnon), mib(after.PssFile),
