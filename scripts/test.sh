@@ -14,6 +14,7 @@ if [ -n "$bad" ]; then echo "gofmt would change: $bad"; exit 1; fi
 echo "== go vet"
 go vet ./...
 go vet -tags integration ./...
+go vet -tags gpu ./...  # the GPU tests (internal/gpucheck) run only on GPU hosts; CI at least compiles them
 if [ "$(id -u)" = 0 ]; then
   # A private dockerd (scripts/test-dockerd.sh) and the offline test images (scripts/docker-images.sh) for the
   # docker-mode tests (internal/dockertest). Every run holds a shared lock on $docker_users; the run that ends
