@@ -366,6 +366,16 @@ func TestServicesMode(t *testing.T) {
 	f.cfg.Queues = []string{"services"}
 	f.cfg.Services = true
 	f.cfg.ServicesMax = 2
+	// Each pass of the main loop counts the running services first: a
+	// pass is the event that proves the loop went round without polling.
+	passes := make(chan struct{}, 1000)
+	f.cfg.ServiceCount = func(context.Context) (int, error) {
+		select {
+		case passes <- struct{}{}:
+		default:
+		}
+		return 0, nil // no services but this process's own
+	}
 	release := filepath.Join(t.TempDir(), "release")
 	script := "echo up\nwhile [ ! -e " + release + " ]; do sleep 0.05; done\necho down\n"
 	ids := []string{f.bashTask(t, "services", "s1", script), f.bashTask(t, "services", "s2", script),
@@ -392,7 +402,16 @@ func TestServicesMode(t *testing.T) {
 		}
 	}
 	before := f.emu.Requests()["queues.get_next_task"]
-	time.Sleep(300 * time.Millisecond)
+	for len(passes) > 0 { // passes counted before before
+		<-passes
+	}
+	for range 3 { // the loop goes round at the cap: the first pass began after before, the next ones after it ended
+		select {
+		case <-passes:
+		case <-time.After(time.Minute):
+			t.Fatal("the main loop does not go round at the cap")
+		}
+	}
 	if got := f.emu.Task(ids[2]); got.Status != api.StatusQueued {
 		t.Errorf("third service %s, want queued while 2 of 2 run", got.Status)
 	}
