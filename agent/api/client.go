@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"os"
@@ -17,6 +16,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/cenkalti/backoff/v5"
 
 	"github.com/gpufleet/clearml-agent-go/internal/oneline"
 )
@@ -293,35 +294,37 @@ func (c *Client) send(ctx context.Context, endpoint, method, u string, body []by
 	if len(body) > bigBody {
 		connect = bigConnectTimeout
 	}
+	b := &retryAfter{BackOff: NewBackOff(c.cfg.RetryBaseDelay, c.cfg.RetryMaxDelay), max: c.cfg.RetryMaxDelay}
+	attempts := 0
 	var last error
-	for attempt := 1; ; attempt++ {
-		data, retryAfter, err := c.attempt(ctx, endpoint, method, u, body, contentType, auth, connect+readTimeout)
-		if err == nil {
+	data, err := backoff.Retry(ctx, func() (json.RawMessage, error) {
+		attempts++
+		data, hint, err := c.attempt(ctx, endpoint, method, u, body, contentType, auth, connect+readTimeout)
+		switch {
+		case err == nil:
 			return data, nil
-		}
-		if ctx.Err() != nil {
-			return nil, &TransportError{Endpoint: endpoint, URL: u, Attempts: attempt, Err: err, Ctx: ctx.Err()}
-		}
-		if !retryable(err) {
-			return nil, err
+		case ctx.Err() != nil:
+			return nil, backoff.Permanent(&TransportError{Endpoint: endpoint, URL: u, Attempts: attempts, Err: err, Ctx: ctx.Err()})
+		case !retryable(err):
+			return nil, backoff.Permanent(err)
 		}
 		last = err
-		if c.cfg.MaxRetries >= 0 && attempt > c.cfg.MaxRetries {
-			return nil, &TransportError{Endpoint: endpoint, URL: u, Attempts: attempt, Err: last}
+		if c.cfg.MaxRetries >= 0 && attempts > c.cfg.MaxRetries {
+			return nil, backoff.Permanent(&TransportError{Endpoint: endpoint, URL: u, Attempts: attempts, Err: last})
 		}
-		delay := c.backoff(attempt, retryAfter)
-		c.log.Debug("[api] retrying", "endpoint", endpoint, "attempt", attempt, "delay", delay, "err", err)
+		b.hint = hint
+		return nil, err
+	}, backoff.WithBackOff(b), backoff.WithMaxElapsedTime(0), backoff.WithNotify(func(err error, delay time.Duration) {
+		c.log.Debug("[api] retrying", "endpoint", endpoint, "attempt", attempts, "delay", delay, "err", err)
 		if c.cfg.OnRetry != nil {
-			c.cfg.OnRetry(endpoint, attempt, err)
+			c.cfg.OnRetry(endpoint, attempts, err)
 		}
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil, &TransportError{Endpoint: endpoint, URL: u, Attempts: attempt, Err: last, Ctx: ctx.Err()}
-		case <-t.C:
-		}
+	}))
+	var te *TransportError
+	if err != nil && ctx.Err() != nil && !errors.As(err, &te) { // cancelled while waiting to retry
+		return nil, &TransportError{Endpoint: endpoint, URL: u, Attempts: attempts, Err: last, Ctx: ctx.Err()}
 	}
+	return data, err
 }
 
 // retryable: connection-level failures and 429/502/503/504/509 answers.
@@ -343,16 +346,35 @@ type decodeError struct{ msg string }
 
 func (e *decodeError) Error() string { return e.msg }
 
-func (c *Client) backoff(attempt int, retryAfter time.Duration) time.Duration {
-	d := c.cfg.RetryBaseDelay
-	for i := 1; i < attempt && d < c.cfg.RetryMaxDelay; i++ {
-		d *= 2
+// NewBackOff is the agent's one retry delay policy (the client's retries,
+// logship's sender): the first delay is base, each next one doubles, capped
+// at max, and each is drawn uniformly from [d/2, d] so that agents that lost
+// the server together do not come back together. It never gives up; callers
+// bound the retries by count or context.
+func NewBackOff(base, max time.Duration) *backoff.ExponentialBackOff {
+	// The library draws from [c(1-f), c(1+f)] around its current interval
+	// c; with c = 3d/4 and f = 1/3 that is [d/2, d].
+	return &backoff.ExponentialBackOff{
+		InitialInterval:     base * 3 / 4,
+		MaxInterval:         max * 3 / 4,
+		Multiplier:          2,
+		RandomizationFactor: 1.0 / 3,
 	}
-	d = min(d, c.cfg.RetryMaxDelay)
-	d = d/2 + rand.N(d/2+1) // jitter in [d/2, d]
-	if retryAfter > d {
-		d = min(retryAfter, c.cfg.RetryMaxDelay)
+}
+
+// retryAfter lengthens the next delay to the server's Retry-After hint
+// (capped at max) when that is longer.
+type retryAfter struct {
+	backoff.BackOff
+	hint, max time.Duration
+}
+
+func (r *retryAfter) NextBackOff() time.Duration {
+	d := r.BackOff.NextBackOff()
+	if r.hint > d {
+		d = min(r.hint, r.max)
 	}
+	r.hint = 0
 	return d
 }
 

@@ -6,11 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
+
+	"github.com/cenkalti/backoff/v5"
 
 	"github.com/gpufleet/clearml-agent-go/agent/api"
 )
@@ -506,46 +507,46 @@ func jsonLen(s string) int {
 }
 
 // sendWithRetry sends events until accepted (true, true), rejected for good
-// (false, true) or abandoned (_, false).
+// (false, true) or abandoned (_, false), with api.NewBackOff between tries.
 func (s *Shipper) sendWithRetry(events []api.Event) (sent, ok bool) {
-	for attempt := 0; ; attempt++ {
+	attempts := 0
+	rejected := false
+	_, err := backoff.Retry(s.runCtx, func() (struct{}, error) {
+		attempts++
 		ctx, cancel := context.WithTimeout(s.runCtx, s.cfg.SendTimeout)
 		err := s.send.AddBatch(ctx, events)
 		cancel()
 		if err == nil {
-			if attempt > 0 {
-				s.log.Info("log shipping recovered", "attempts", attempt+1)
-			}
-			return true, true
+			return struct{}{}, nil
 		}
 		if s.runCtx.Err() != nil {
-			return false, false
+			return struct{}{}, backoff.Permanent(err)
 		}
 		s.mu.Lock()
 		s.lastErr = err
 		if IsPermanent(err) {
 			s.mu.Unlock()
 			s.log.Error("server rejected a log batch; dropping it", "events", len(events), "err", err)
-			return false, true
+			rejected = true
+			return struct{}{}, backoff.Permanent(err)
 		}
 		s.stats.Retries++
 		s.mu.Unlock()
-		if attempt == 0 || attempt%10 == 0 {
-			s.log.Warn("log batch not delivered; will retry", "attempt", attempt+1, "err", err)
+		if attempts == 1 || (attempts-1)%10 == 0 {
+			s.log.Warn("log batch not delivered; will retry", "attempt", attempts, "err", err)
 		}
-		d := s.cfg.RetryBase << min(attempt, 30)
-		if d <= 0 || d > s.cfg.RetryMax {
-			d = s.cfg.RetryMax
+		return struct{}{}, err
+	}, backoff.WithBackOff(api.NewBackOff(s.cfg.RetryBase, s.cfg.RetryMax)), backoff.WithMaxElapsedTime(0))
+	switch {
+	case err == nil:
+		if attempts > 1 {
+			s.log.Info("log shipping recovered", "attempts", attempts)
 		}
-		d = d/2 + rand.N(d/2+1) // jitter
-		t := time.NewTimer(d)
-		select {
-		case <-t.C:
-		case <-s.runCtx.Done():
-			t.Stop()
-			return false, false
-		}
+		return true, true
+	case rejected:
+		return false, true
 	}
+	return false, false // the shipper is closing
 }
 
 // ack removes the n head records after their batch was sent or dropped.

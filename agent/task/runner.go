@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
+
 	"github.com/gpufleet/clearml-agent-go/agent/api"
 	"github.com/gpufleet/clearml-agent-go/agent/logship"
 	"github.com/gpufleet/clearml-agent-go/agent/process"
@@ -253,23 +255,20 @@ func (ru *run) status(req api.StatusRequest, call func(context.Context, api.Stat
 	if req.StatusMessage == "" {
 		req.StatusMessage = "Changed by clearml-agent " + ru.wid
 	}
-	// The final status must survive a server outage: retry while the server
-	// cannot be reached, until the report deadline (the client already backs
-	// off between its own attempts).
-	for {
-		_, err := call(ru.report, req)
+	// The final status must survive a server outage: retry every 5 s while
+	// the server cannot be reached, until the report deadline (the client
+	// already backs off between its own attempts).
+	_, err := backoff.Retry(ru.report, func() (api.Updated, error) {
+		u, err := call(ru.report, req)
 		var te *api.TransportError
 		if err == nil || !errors.As(err, &te) || ru.report.Err() != nil {
-			if err != nil {
-				ru.r.s.Logger.Warn("could not update task status", "task", ru.id, "reason", req.StatusReason, "err", err)
-			}
-			return
+			return u, backoff.Permanent(err)
 		}
 		ru.r.s.Logger.Warn("server unreachable for the final task status, retrying", "task", ru.id, "err", err)
-		select {
-		case <-ru.report.Done():
-		case <-time.After(5 * time.Second):
-		}
+		return u, err
+	}, backoff.WithBackOff(backoff.NewConstantBackOff(5*time.Second)), backoff.WithMaxElapsedTime(0))
+	if err != nil {
+		ru.r.s.Logger.Warn("could not update task status", "task", ru.id, "reason", req.StatusReason, "err", err)
 	}
 }
 

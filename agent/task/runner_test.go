@@ -28,10 +28,11 @@ const workerID = "testhost:cpu:0"
 
 // fixture is one emulated server, a real client and runner settings.
 type fixture struct {
-	emu *emulator.Server
-	url string
-	c   *api.Client
-	s   task.Settings
+	emu     *emulator.Server
+	url     string
+	c       *api.Client
+	s       task.Settings
+	retries *atomic.Int64 // the client's retries (api.Config.OnRetry)
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -40,8 +41,10 @@ func newFixture(t *testing.T) *fixture {
 	srv := httptest.NewServer(emu.Handler())
 	t.Cleanup(srv.Close)
 	t.Cleanup(func() { emu.Close() })
+	retries := new(atomic.Int64)
 	c, err := api.New(api.Config{Host: srv.URL, AccessKey: "AK", SecretKey: "SK", WorkerHeader: workerID,
-		RetryBaseDelay: 20 * time.Millisecond, RetryMaxDelay: 200 * time.Millisecond, MaxRetries: 20})
+		RetryBaseDelay: 20 * time.Millisecond, RetryMaxDelay: 200 * time.Millisecond, MaxRetries: 20,
+		OnRetry: func(string, int, error) { retries.Add(1) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +57,7 @@ func newFixture(t *testing.T) *fixture {
 	env = append(env, "PIP_DEFAULT_TIMEOUT=3", "PIP_NO_INPUT=1", "PIP_DISABLE_PIP_VERSION_CHECK=1",
 		"PIP_CONFIG_FILE=/dev/null", "PIP_RETRIES=0")
 	base := t.TempDir()
-	return &fixture{emu: emu, url: srv.URL, c: c, s: task.Settings{
+	return &fixture{emu: emu, url: srv.URL, c: c, retries: retries, s: task.Settings{
 		WorkerID:     workerID,
 		VenvsDir:     filepath.Join(base, "venvs"),
 		Env:          env,
@@ -560,6 +563,9 @@ func TestServerDownMidTask(t *testing.T) {
 	}
 	if st := f.emu.Requests(); st["events.add_batch"] < 2 {
 		t.Errorf("events.add_batch called %d times", st["events.add_batch"])
+	}
+	if f.retries.Load() == 0 {
+		t.Error("no request was retried during the outage; the task cannot have ridden it out")
 	}
 }
 
