@@ -238,12 +238,35 @@ ReadWritePaths=%[1]s
 		t.Errorf("docker-mode exposure %.1f, want at most 4.0:\n%s", score, sec)
 	}
 
+	// A finished service's container is removed by its agent (a service
+	// still running would outlive the agent's stop, by design).
+	waitNoContainers(ctx, t, eng, "clearml-parent-worker-id="+services, time.Minute)
+
 	t.Logf("remove:\n%s", sh("agent-provision", "remove", "--purge-config"))
 	if left := sh("systemctl", "list-units", "--all", "--no-legend", "--plain", "clearml-agent*"); strings.TrimSpace(left) != "" {
 		t.Errorf("units left after remove:\n%s", left)
 	}
 	for _, label := range []string{"clearml-worker-id=" + worker, "clearml-parent-worker-id=" + services} {
 		checkNoContainers(ctx, t, eng, label)
+	}
+}
+
+// waitNoContainers waits up to d until no container carries label.
+func waitNoContainers(ctx context.Context, t *testing.T, eng *dockertest.Handle, label string, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		cs, err := eng.Client.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("label", label))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(cs) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d containers with label %s still there after %s (state %s)", len(cs), label, d, cs[0].State)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
 

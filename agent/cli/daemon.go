@@ -281,6 +281,14 @@ func runDaemon(ctx context.Context, g *Globals, f *daemonFlags) error {
 		return &ExitError{Code: exitAtOnce}
 	case err = <-done:
 	}
+	if f.dockerSet && services && ecfg.Docker.Engine != nil {
+		// Running services stay; the remains of finished ones go.
+		c, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		if _, rerr := runner.RemoveEndedServices(c); rerr != nil {
+			log.Warn("could not remove finished service containers", "err", rerr)
+		}
+		cancel()
+	}
 	switch {
 	case err == nil, errors.Is(err, context.Canceled):
 		return nil
