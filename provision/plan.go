@@ -18,6 +18,7 @@ import (
 
 	"github.com/gpufleet/clearml-agent-go/agent/config"
 	"github.com/gpufleet/clearml-agent-go/agent/gpu"
+	"github.com/gpufleet/clearml-agent-go/internal/secret"
 	"github.com/gpufleet/clearml-agent-go/unitgen"
 )
 
@@ -609,13 +610,14 @@ func (p *Plan) existingInstances() ([]string, error) {
 	return out, nil
 }
 
-// reSecretValue finds credential values in clearml.conf lines.
-var reSecretValue = regexp.MustCompile(`((?:secret_key|git_pass)"?\s*[:=]\s*)("(?:[^"\\]|\\.)*"|[^\s,}]+)`)
+// reKeyValue finds `key: value` / `"key": value` / `key=value` pairs in
+// clearml.conf lines; secret.Name decides which values are hidden.
+var reKeyValue = regexp.MustCompile(`(([A-Za-z_][A-Za-z0-9_.]*)"?\s*[:=]\s*)("(?:[^"\\]|\\.)*"|[^\s,}{\[]+)`)
 
 func maskSecrets(s string, secrets []string) string {
-	s = reSecretValue.ReplaceAllStringFunc(s, func(m string) string {
-		sub := reSecretValue.FindStringSubmatch(m)
-		if sub[2] == `""` {
+	s = reKeyValue.ReplaceAllStringFunc(s, func(m string) string {
+		sub := reKeyValue.FindStringSubmatch(m)
+		if sub[3] == `""` || !secret.Name(sub[2]) {
 			return m
 		}
 		return sub[1] + `"********"`

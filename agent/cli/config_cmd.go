@@ -1,20 +1,17 @@
 package cli
 
 import (
+	"cmp"
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
-	"net/http"
-	"net/url"
-	"strings"
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
 
+	"github.com/gpufleet/clearml-agent-go/agent/api"
 	"github.com/gpufleet/clearml-agent-go/agent/config"
+	"github.com/gpufleet/clearml-agent-go/internal/oneline"
 )
 
 // Verifier checks a key pair against a ClearML API server (auth.login).
@@ -85,89 +82,33 @@ func (g *Globals) verifier(verifyCert bool) Verifier {
 	return HTTPVerifier{InsecureSkipVerify: !verifyCert}
 }
 
-// HTTPVerifier calls GET <host>/auth.login with HTTP Basic key:secret and reads
-// the versions from the returned token (decoded without verification, as the
-// Python agent does).
+// HTTPVerifier logs in at the API server with the key pair (the agent's own
+// API client: auth.login, the token's claims read with the JWT library) and
+// reports the server's versions. It tries once: a wizard or `config --verify`
+// should answer at once, not retry for minutes.
 type HTTPVerifier struct {
 	InsecureSkipVerify bool
 }
 
 // Verify implements Verifier.
 func (v HTTPVerifier) Verify(ctx context.Context, host, key, secret string) (string, string, error) {
-	host = strings.TrimRight(host, "/")
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, host+"/auth.login", nil)
+	c, err := api.New(api.Config{Host: host, AccessKey: key, SecretKey: secret,
+		VerifyCertificate: !v.InsecureSkipVerify, MaxRetries: 1, AgentVersion: Version})
 	if err != nil {
-		return "", "", fmt.Errorf("api server %q: %v; use e.g. https://api.clear.ml", host, err)
+		return "", "", err
 	}
-	req.SetBasicAuth(key, secret)
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	if v.InsecureSkipVerify {
-		tr.TLSClientConfig.InsecureSkipVerify = true
+	info, err := c.Login(ctx)
+	var le *api.LoginError
+	var te *api.TransportError
+	switch {
+	case errors.As(err, &le) && (le.HTTPStatus == 401 || le.HTTPStatus == 403 || le.ResultCode == 401):
+		return "", "", fmt.Errorf("the API server %s rejected the credentials (%s); check the access key and secret key",
+			host, oneline.Squash(le.ResultMsg, 200))
+	case errors.As(err, &te):
+		return "", "", fmt.Errorf("cannot reach the API server %s: %s; check api.api_server and that the server is up",
+			host, oneline.Of(te.Err))
+	case err != nil:
+		return "", "", err
 	}
-	client := &http.Client{Transport: tr}
-	defer tr.CloseIdleConnections()
-	resp, err := client.Do(req)
-	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		var ne net.Error
-		if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
-			return "", "", fmt.Errorf("cannot reach the API server %s: no answer in time; check api.api_server and that the server is up", host)
-		}
-		return "", "", fmt.Errorf("cannot reach the API server %s: %v; check api.api_server and that the server is up", host, err)
-	}
-	defer resp.Body.Close()
-	var body struct {
-		Meta struct {
-			ResultCode int    `json:"result_code"`
-			ResultMsg  string `json:"result_msg"`
-		} `json:"meta"`
-		Data struct {
-			Token string `json:"token"`
-		} `json:"data"`
-	}
-	decErr := json.NewDecoder(http.MaxBytesReader(nil, resp.Body, 1<<20)).Decode(&body)
-	if resp.StatusCode != http.StatusOK {
-		msg := body.Meta.ResultMsg
-		if msg == "" {
-			msg = resp.Status
-		}
-		if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
-			return "", "", fmt.Errorf("%s rejected the credentials (%s); create new ones in the web app's settings page", host, msg)
-		}
-		return "", "", fmt.Errorf("%s/auth.login: %s; check that api.api_server is the API server (port 8008), not the web app", host, msg)
-	}
-	if decErr != nil || body.Data.Token == "" {
-		return "", "", fmt.Errorf("%s/auth.login returned no token; api_server is misconfigured (is it the API server, port 8008?)", host)
-	}
-	sv, av := tokenVersions(body.Data.Token)
-	return sv, av, nil
-}
-
-func tokenVersions(token string) (serverVersion, apiVersion string) {
-	serverVersion, apiVersion = "unknown", "unknown"
-	parts := strings.Split(token, ".")
-	if len(parts) != 3 {
-		return
-	}
-	raw, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))
-	if err != nil {
-		return
-	}
-	var claims struct {
-		ServerVersion string `json:"server_version"`
-		APIVersion    string `json:"api_version"`
-	}
-	if json.Unmarshal(raw, &claims) != nil {
-		return
-	}
-	if claims.ServerVersion != "" {
-		serverVersion = claims.ServerVersion
-	}
-	if claims.APIVersion != "" {
-		apiVersion = claims.APIVersion
-	}
-	return
+	return cmp.Or(info.ServerVersion, "unknown"), cmp.Or(info.APIVersion, "unknown"), nil
 }

@@ -18,7 +18,7 @@ func (g gpuStats) Sample() (usage, temp, memUsed, memFree []float64, err error) 
 
 // newGPUSampler returns the GPU source of status reports, or nil for
 // cpu-only agents. NVML is opened on the first sample, off the start-up path;
-// where it is missing the collector turns GPU fields off after 3 failures.
+// where it is missing gpu.Sampler turns itself off after 3 failures.
 func newGPUSampler(devices map[string]string, log *slog.Logger) stats.GPUSampler {
 	v := devices["NVIDIA_VISIBLE_DEVICES"]
 	if v == "none" || v == "void" {
