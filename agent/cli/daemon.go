@@ -89,7 +89,7 @@ func registerDaemon(app *kingpin.Application, g *Globals) {
 func runDaemon(ctx context.Context, g *Globals, f *daemonFlags) error {
 	stateDir := f.stateDir
 	if stateDir == "" {
-		stateDir = instance.DefaultStateDir()
+		stateDir = instance.StateDir(g.Getenv, g.Home())
 	}
 	if f.status {
 		return printRunning(g.Stdout, stateDir)
@@ -140,7 +140,7 @@ func runDaemon(ctx context.Context, g *Globals, f *daemonFlags) error {
 		// workers of 63 more (docs/benchmarks.md, "Memory of a fleet").
 		runtime.GOMAXPROCS(1)
 	}
-	inst, err := instance.Acquire(stateDir, idOpts)
+	inst, err := instance.Acquire(stateDir, idOpts, g.Getenv(instance.EnvDetachedLog))
 	if err != nil {
 		return err
 	}

@@ -61,18 +61,24 @@ func Lock(stateDir, workerID string) (*Instance, error) {
 	return LockSlot(stateDir, func(int) string { return workerID })
 }
 
-// Acquire claims the worker id workerid.For(o) computes for the lowest free slot.
-func Acquire(stateDir string, o workerid.Options) (*Instance, error) {
-	return LockSlot(stateDir, func(slot int) string {
+// Acquire claims the worker id workerid.For(o) computes for the lowest free
+// slot. logFile (the --detached log, "" for none) goes into the pid file for
+// --status.
+func Acquire(stateDir string, o workerid.Options, logFile string) (*Instance, error) {
+	return lockSlot(stateDir, func(slot int) string {
 		o.Slot = slot
 		return workerid.For(o)
-	})
+	}, logFile)
 }
 
 // LockSlot picks the lowest slot that no live agent in stateDir holds, asks
 // idFor for the worker id that goes with it, and claims that id. Stale files
 // of agents that died are removed on the way.
 func LockSlot(stateDir string, idFor func(slot int) string) (*Instance, error) {
+	return lockSlot(stateDir, idFor, "")
+}
+
+func lockSlot(stateDir string, idFor func(slot int) string, logFile string) (*Instance, error) {
 	if err := os.MkdirAll(stateDir, 0o755); err != nil {
 		return nil, fmt.Errorf("create agent state dir: %w; set %s to a writable directory", err, EnvStateDir)
 	}
@@ -114,7 +120,7 @@ func LockSlot(stateDir string, idFor func(slot int) string) (*Instance, error) {
 			PID:      os.Getpid(),
 			Slot:     slot,
 			Started:  time.Now().UTC().Truncate(time.Second),
-			LogFile:  os.Getenv(EnvDetachedLog),
+			LogFile:  logFile,
 			PIDFile:  base + ".pid",
 		},
 		StateDir: stateDir,

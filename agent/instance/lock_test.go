@@ -146,13 +146,13 @@ func TestSlotAllocation(t *testing.T) {
 	h := startHelper(t, "hold", dir, "host:0") // another process holds slot 0
 	h.wantLocked(t)
 
-	a, err := Acquire(dir, opts)
+	a, err := Acquire(dir, opts, "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	cpu := opts
 	cpu.CPUOnly = true
-	b, err := Acquire(dir, cpu)
+	b, err := Acquire(dir, cpu, "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,7 +16,13 @@ const EnvStateDir = "CLEARML_AGENT_STATE_DIR"
 // It is never under /tmp, so tmp cleaners and PrivateTmp= cannot lose it.
 func DefaultStateDir() string {
 	home, _ := os.UserHomeDir()
-	return stateDirFrom(os.Getenv, os.Geteuid(), home)
+	return StateDir(os.Getenv, home)
+}
+
+// StateDir is DefaultStateDir with the environment read through getenv and
+// the given home directory (callers that keep their own environment).
+func StateDir(getenv func(string) string, home string) string {
+	return stateDirFrom(getenv, os.Geteuid(), home)
 }
 
 func stateDirFrom(getenv func(string) string, euid int, home string) string {
