@@ -156,7 +156,7 @@ func TestSlotAllocation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := Acquire(dir, opts)
+	c, err := Acquire(dir, opts, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,11 +169,11 @@ func TestSlotAllocation(t *testing.T) {
 	_ = b.Close()
 	_ = h.stdin.Close()
 	_ = h.wait(t)
-	d, err := Acquire(dir, cpu)
+	d, err := Acquire(dir, cpu, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := Acquire(dir, opts)
+	e, err := Acquire(dir, opts, "")
 	if err != nil {
 		t.Fatal(err)
 	}
