@@ -57,8 +57,10 @@ func (e *AlreadyRunningError) Error() string {
 // Lock claims workerID in stateDir for the life of this process (or until
 // Close). The instance still gets the lowest free slot on the host, which
 // callers use to keep per-agent directories apart.
+// The pid file names the log of a --detached agent from the process's
+// CLEARML_AGENT_DETACHED_LOG (Acquire takes it from the caller instead).
 func Lock(stateDir, workerID string) (*Instance, error) {
-	return LockSlot(stateDir, func(int) string { return workerID })
+	return lockSlot(stateDir, func(int) string { return workerID }, os.Getenv(EnvDetachedLog))
 }
 
 // Acquire claims the worker id workerid.For(o) computes for the lowest free
