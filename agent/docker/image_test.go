@@ -194,7 +194,7 @@ func TestLogLine(t *testing.T) {
 	t.Parallel()
 	c := ImageChoice{Image: "nvidia/cuda:12", Default: true,
 		Arguments: []string{"-e", "CLEARML_API_SECRET_KEY=abc", "--env=HF_TOKEN=xyz", "-eMY_VAR=1", "-e", "PLAIN=it's", "-v", "/a:/b", "--env", "URL=https://u:pw@host/x"}}
-	want := `Running Task t1 inside default docker: nvidia/cuda:12 arguments: ['-e', 'CLEARML_API_SECRET_KEY=****', '--env=HF_TOKEN=****', '-eMY_VAR=****', '-e', "PLAIN=it's", '-v', '/a:/b', '--env', 'URL=https://u:****@host/x']`
+	want := `Running Task t1 inside default docker: nvidia/cuda:12 arguments: ['-e', 'CLEARML_API_SECRET_KEY=****', '--env=HF_TOKEN=****', '-eMY_VAR=****', '-e', "PLAIN=it's", '-v', '/a:/b', '--env', 'URL=https://****@host/x']`
 	if got := c.LogLine("t1", []string{"MY_VAR"}); got != want {
 		t.Errorf("LogLine =\n%s\nwant\n%s", got, want)
 	}

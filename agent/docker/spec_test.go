@@ -397,7 +397,7 @@ func TestDescribe(t *testing.T) {
 	req.ImageInput.Task.Arguments = []string{"-e", "MY_VAR=hidden", "-e", "PLAIN=x y", "--shm-size", "1g", "--network", "host", "--privileged"}
 	req.ImageInput.Task.SetupScript = "export HF_TOKEN=hf_abc\necho 'ready'"
 	want := "docker run --name clearml-t1" +
-		" -e MY_VAR=**** -e 'PLAIN=x y' -e CLEARML_AUTH_TOKEN=**** -e CLEARML_API_SECRET_KEY=**** -e PIP_INDEX_URL=https://bob:****@pypi.internal/simple" +
+		" -e MY_VAR=**** -e 'PLAIN=x y' -e CLEARML_AUTH_TOKEN=**** -e CLEARML_API_SECRET_KEY=**** -e PIP_INDEX_URL=https://****@pypi.internal/simple" +
 		" -e CLEARML_TASK_ID=t1 -e CLEARML_WORKER_ID=host:gpu0 -e CLEARML_DOCKER_IMAGE=python:3.11 -e CLEARML_CONFIG_FILE=/opt/clearml-agent/clearml.conf" +
 		" -e NVIDIA_VISIBLE_DEVICES=0,1 -e HOME=/root" +
 		" -l clearml-parent-worker-id=host:gpu0 -l clearml-task-id=t1 -l clearml-worker-id=host:gpu0" +
