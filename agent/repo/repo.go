@@ -47,6 +47,39 @@ type Spec struct {
 	TranslateSSH bool   // agent.translate_ssh
 
 	CacheDir string // agent.vcs_cache.path; "" disables the cache
+
+	// Timeout bounds each network operation (the clone, the fetch into the
+	// vcs cache, each submodule update): agent.git_timeout_sec. A server
+	// that stops answering fails the task with a TimeoutError instead of
+	// hanging it. 0 = no limit.
+	Timeout time.Duration
+}
+
+// TimeoutError is a git network operation that did not finish within
+// Spec.Timeout.
+type TimeoutError struct {
+	Op    string // "cloning", "fetching"
+	URL   string // password stripped
+	Limit time.Duration
+}
+
+func (e *TimeoutError) Error() string {
+	return fmt.Sprintf("%s %s did not finish within %s (agent.git_timeout_sec); check that the git server answers, or raise agent.git_timeout_sec for a repository that large", e.Op, e.URL, e.Limit)
+}
+
+// limited runs op under spec.Timeout; a deadline it ran into (not the
+// caller's) comes back as a *TimeoutError.
+func limited(ctx context.Context, limit time.Duration, what, shown string, op func(context.Context) error) error {
+	if limit <= 0 {
+		return op(ctx)
+	}
+	octx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	err := op(octx)
+	if err != nil && ctx.Err() == nil && errors.Is(octx.Err(), context.DeadlineExceeded) {
+		return &TimeoutError{Op: what, URL: shown, Limit: limit}
+	}
+	return err
 }
 
 // Result describes the prepared working copy.
@@ -115,10 +148,10 @@ func Prepare(ctx context.Context, spec Spec, dest string, log func(string)) (Res
 
 	var r *git.Repository
 	if spec.CacheDir != "" {
-		r, err = fromCache(ctx, spec.CacheDir, ep, cloneURL, shown, auth, work, log, failed)
+		r, err = fromCache(ctx, spec, ep, cloneURL, shown, auth, work, log, failed)
 	} else {
 		log(fmt.Sprintf("cloning %s", shown))
-		r, err = clone(ctx, cloneURL, auth, work)
+		r, err = clone(ctx, spec.Timeout, cloneURL, shown, auth, work)
 		if err != nil {
 			err = failed(err)
 		}
@@ -132,7 +165,7 @@ func Prepare(ctx context.Context, spec Spec, dest string, log func(string)) (Res
 		return Result{}, err
 	}
 	log(fmt.Sprintf("checked out %s", rev))
-	updateSubmodules(ctx, r, ep, creds, log)
+	updateSubmodules(ctx, spec.Timeout, r, ep, creds, log)
 
 	head, err := r.Head()
 	if err != nil {
@@ -266,20 +299,29 @@ func fetchSpecs() []config.RefSpec {
 	return []config.RefSpec{"+refs/heads/*:refs/remotes/origin/*"}
 }
 
-func clone(ctx context.Context, url string, auth transport.AuthMethod, dir string) (*git.Repository, error) {
-	return git.PlainCloneContext(ctx, dir, false, &git.CloneOptions{
-		URL:        url,
-		Auth:       auth,
-		Tags:       git.AllTags,
-		NoCheckout: true,
+func clone(ctx context.Context, limit time.Duration, url, shown string, auth transport.AuthMethod, dir string) (*git.Repository, error) {
+	var r *git.Repository
+	err := limited(ctx, limit, "cloning", shown, func(ctx context.Context) error {
+		var err error
+		r, err = git.PlainCloneContext(ctx, dir, false, &git.CloneOptions{
+			URL:        url,
+			Auth:       auth,
+			Tags:       git.AllTags,
+			NoCheckout: true,
+		})
+		return err
 	})
+	return r, err
 }
 
 func cloneError(err error, ep endpoint, shown, authDesc string) error {
 	if e := sshCloneError(err, ep, shown, authDesc); e != nil {
 		return e
 	}
+	var te *TimeoutError
 	switch {
+	case errors.As(err, &te):
+		return err
 	case errors.Is(err, transport.ErrRepositoryNotFound),
 		errors.Is(err, transport.ErrAuthenticationRequired),
 		errors.Is(err, transport.ErrAuthorizationFailed):
@@ -293,7 +335,8 @@ func cloneError(err error, ep endpoint, shown, authDesc string) error {
 }
 
 // fromCache refreshes the vcs cache entry for the URL and copies it into work.
-func fromCache(ctx context.Context, cacheDir string, ep endpoint, cloneURL, shown string, auth transport.AuthMethod, work string, log func(string), failed func(error) error) (*git.Repository, error) {
+func fromCache(ctx context.Context, spec Spec, ep endpoint, cloneURL, shown string, auth transport.AuthMethod, work string, log func(string), failed func(error) error) (*git.Repository, error) {
+	cacheDir := spec.CacheDir
 	sum := md5.Sum([]byte(StripPassword(cloneURL)))
 	entry := filepath.Join(cacheDir, repoName(ep)+"."+hex.EncodeToString(sum[:]))
 	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
@@ -308,7 +351,7 @@ func fromCache(ctx context.Context, cacheDir string, ep endpoint, cloneURL, show
 	}
 	if err != nil || !locked {
 		log(fmt.Sprintf("vcs cache %s is busy after %s; cloning %s without the cache", entry, lockWait, shown))
-		r, err := clone(ctx, cloneURL, auth, work)
+		r, err := clone(ctx, spec.Timeout, cloneURL, shown, auth, work)
 		if err != nil {
 			return nil, failed(err)
 		}
@@ -319,8 +362,10 @@ func fromCache(ctx context.Context, cacheDir string, ep endpoint, cloneURL, show
 	cached, err := git.PlainOpen(entry)
 	if err == nil {
 		log(fmt.Sprintf("using vcs cache %s; fetching %s", entry, shown))
-		err = cached.FetchContext(ctx, &git.FetchOptions{
-			RemoteName: "origin", Auth: auth, Tags: git.AllTags, Force: true, RefSpecs: fetchSpecs(),
+		err = limited(ctx, spec.Timeout, "fetching", shown, func(ctx context.Context) error {
+			return cached.FetchContext(ctx, &git.FetchOptions{
+				RemoteName: "origin", Auth: auth, Tags: git.AllTags, Force: true, RefSpecs: fetchSpecs(),
+			})
 		})
 		if errors.Is(err, git.NoErrAlreadyUpToDate) {
 			err = nil
@@ -328,6 +373,10 @@ func fromCache(ctx context.Context, cacheDir string, ep endpoint, cloneURL, show
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
+			}
+			var te *TimeoutError
+			if errors.As(err, &te) {
+				return nil, err // a server that hangs would hang the clone too
 			}
 			if errors.Is(err, transport.ErrRepositoryNotFound) || errors.Is(err, transport.ErrAuthenticationRequired) || errors.Is(err, transport.ErrAuthorizationFailed) {
 				return nil, failed(err)
@@ -341,7 +390,7 @@ func fromCache(ctx context.Context, cacheDir string, ep endpoint, cloneURL, show
 		if terr != nil {
 			return nil, fmt.Errorf("vcs cache %s: %w", cacheDir, terr)
 		}
-		if _, cerr := clone(ctx, cloneURL, auth, tmp); cerr != nil {
+		if _, cerr := clone(ctx, spec.Timeout, cloneURL, shown, auth, tmp); cerr != nil {
 			os.RemoveAll(tmp)
 			return nil, failed(cerr)
 		}
@@ -426,7 +475,7 @@ func checkout(r *git.Repository, spec Spec, shown string) (string, error) {
 // updateSubmodules is best effort, like `git submodule update --recursive`
 // with errors ignored in the Python agent. Credentials only go to submodules
 // on the host they are scoped to (relative URLs share the parent's host).
-func updateSubmodules(ctx context.Context, r *git.Repository, parent endpoint, creds Creds, log func(string)) {
+func updateSubmodules(ctx context.Context, limit time.Duration, r *git.Repository, parent endpoint, creds Creds, log func(string)) {
 	if creds.Host == "" {
 		creds.Host = parent.host // unscoped credentials: the parent's host only
 	}
@@ -450,10 +499,12 @@ func updateSubmodules(ctx context.Context, r *git.Repository, parent endpoint, c
 				auth = authFor(sep, creds)
 			}
 		}
-		err := sub.UpdateContext(ctx, &git.SubmoduleUpdateOptions{
-			Init:              true,
-			Auth:              auth,
-			RecurseSubmodules: git.DefaultSubmoduleRecursionDepth,
+		err := limited(ctx, limit, "updating submodule", StripPassword(raw), func(ctx context.Context) error {
+			return sub.UpdateContext(ctx, &git.SubmoduleUpdateOptions{
+				Init:              true,
+				Auth:              auth,
+				RecurseSubmodules: git.DefaultSubmoduleRecursionDepth,
+			})
 		})
 		if err != nil {
 			log(fmt.Sprintf("warning: updating submodule %s (%s) failed (ignored): %v", name, StripPassword(raw), redactErr(err, creds.Pass)))

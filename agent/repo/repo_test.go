@@ -1,8 +1,11 @@
 package repo
 
 import (
+	"context"
 	"crypto/md5"
 	"encoding/hex"
+	"errors"
+	"net"
 	"net/http"
 	"net/http/cgi"
 	"net/http/httptest"
@@ -537,4 +540,87 @@ func BenchmarkPrepareCached(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// hungServer accepts TCP connections on 127.0.0.1 and never answers: a git
+// server that hangs.
+func hungServer(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return "http://" + l.Addr().String() + "/team/project.git"
+}
+
+func TestPrepareTimeout(t *testing.T) {
+	url := hungServer(t)
+	const limit = 300 * time.Millisecond
+	check := func(t *testing.T, err error, op string) {
+		t.Helper()
+		var te *TimeoutError
+		if !errors.As(err, &te) {
+			t.Fatalf("Prepare = %v, want a TimeoutError", err)
+		}
+		msg := err.Error()
+		if strings.Contains(msg, "\n") || !strings.Contains(msg, "agent.git_timeout_sec") ||
+			!strings.Contains(msg, op+" "+url) || !strings.Contains(msg, limit.String()) {
+			t.Errorf("reason %q: want one line naming the operation, the URL, the limit and agent.git_timeout_sec", msg)
+		}
+	}
+
+	t.Run("clone", func(t *testing.T) {
+		_, err := Prepare(t.Context(), Spec{URL: url, Timeout: limit}, filepath.Join(t.TempDir(), "w"), nil)
+		check(t, err, "cloning")
+	})
+
+	t.Run("cache fetch", func(t *testing.T) {
+		// A cache entry for the URL exists; refreshing it hangs, and the
+		// timeout fails the task instead of cloning (which would hang too).
+		f := newFixture(t)
+		cache := t.TempDir()
+		ep, _ := rewrite(Spec{URL: url})
+		sum := md5.Sum([]byte(StripPassword(ep.String())))
+		entry := filepath.Join(cache, repoName(ep)+"."+hex.EncodeToString(sum[:]))
+		gitCLI(t, cache, "clone", "-q", "--no-checkout", f.origin, entry)
+		gitCLI(t, entry, "remote", "set-url", "origin", url)
+		var logs []string
+		_, err := Prepare(t.Context(), Spec{URL: url, Timeout: limit, CacheDir: cache}, filepath.Join(t.TempDir(), "w"),
+			func(s string) { logs = append(logs, s) })
+		check(t, err, "fetching")
+		if l := strings.Join(logs, "\n"); strings.Contains(l, "cloning again") {
+			t.Errorf("cloned again after the fetch timed out; logs: %q", logs)
+		}
+	})
+
+	t.Run("caller's cancel is not a timeout", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(t.Context(), limit)
+		defer cancel()
+		_, err := Prepare(ctx, Spec{URL: url, Timeout: time.Hour}, filepath.Join(t.TempDir(), "w"), nil)
+		var te *TimeoutError
+		if err == nil || errors.As(err, &te) {
+			t.Fatalf("Prepare with a cancelled context = %v, want the context's error", err)
+		}
+	})
 }
