@@ -475,10 +475,11 @@ func TestRewrite(t *testing.T) {
 
 func TestStripPassword(t *testing.T) {
 	for in, want := range map[string]string{
-		"https://u:p@host/r.git": "https://u@host/r.git",
-		"https://host/r.git":     "https://host/r.git",
-		"git@host:o/r.git":       "git@host:o/r.git",
-		"/local/path":            "/local/path",
+		"https://u:p@host/r.git":   "https://host/r.git",
+		"https://TOKEN@host/r.git": "https://host/r.git",
+		"https://host/r.git":       "https://host/r.git",
+		"git@host:o/r.git":         "git@host:o/r.git",
+		"/local/path":              "/local/path",
 	} {
 		if got := StripPassword(in); got != want {
 			t.Errorf("StripPassword(%q) = %q, want %q", in, got, want)

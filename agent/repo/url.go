@@ -5,6 +5,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/gpufleet/clearml-agent-go/internal/secret"
 )
 
 // scpLike matches the scp-like ssh syntax "user@host:path" (no scheme).
@@ -72,15 +74,12 @@ func (e endpoint) isSSH() bool {
 	return e.scheme == "ssh" || e.scheme == "git+ssh" || e.scheme == "ssh+git"
 }
 
-// StripPassword returns raw with any password in it removed, for logs and
-// errors. Unparseable input is returned unchanged.
+// StripPassword returns raw without its credentials, for logs, errors and
+// the task's report (secret.StripURL): an http(s) URL loses its whole user
+// information (https://TOKEN@host/x is https://host/x), an ssh URL keeps its
+// login name but loses a password.
 func StripPassword(raw string) string {
-	e, ok := parseEndpoint(raw)
-	if !ok || e.pass == "" {
-		return raw
-	}
-	e.pass = ""
-	return e.String()
+	return secret.StripURL(raw)
 }
 
 // hostMatches reports whether the endpoint is in the scope of credentials
