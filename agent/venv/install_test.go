@@ -1,11 +1,13 @@
 package venv
 
 import (
+	"errors"
 	"maps"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -349,5 +351,32 @@ func TestCommandLineMasksIndexPassword(t *testing.T) {
 	ins.run(t.Context(), t.TempDir(), nil, "true", "--index-url", "https://user:s3cr3t@pypi.internal/simple", "--extra-index-url", "http://h:1/simple")
 	if got, want := (*lines)[0], "true --index-url https://user:****@pypi.internal/simple --extra-index-url http://h:1/simple"; !strings.HasSuffix(got, want) {
 		t.Errorf("command line %q, want it to end %q", got, want)
+	}
+}
+
+func TestInstallTimeout(t *testing.T) {
+	needPython(t)
+	// A uv that never returns stands for an installer waiting on an index
+	// that stopped answering.
+	bin := t.TempDir()
+	writeTree(t, bin, map[string]string{"uv": "#!/bin/sh\nexec sleep 3600\n"})
+	if err := os.Chmod(filepath.Join(bin, "uv"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	proj := t.TempDir()
+	writeTree(t, proj, map[string]string{"uv.lock": "version = 1\n", "pyproject.toml": "[project]\nname = \"p\"\nversion = \"1\"\n"})
+	const limit = 3 * time.Second
+	spec := Spec{PythonBinary: "python3", Manager: "uv", ProjectDirs: []string{proj}, WorkDir: t.TempDir(), Timeout: limit,
+		Env: []string{"PATH=" + bin + string(os.PathListSeparator) + os.Getenv("PATH")}}
+	_, err := Ensure(t.Context(), spec, nil)
+	var te *TimeoutError
+	if !errors.As(err, &te) {
+		t.Fatalf("Ensure = %v, want a TimeoutError", err)
+	}
+	if msg := err.Error(); strings.Contains(msg, "\n") || !strings.Contains(msg, "agent.package_manager.install_timeout_sec") || !strings.Contains(msg, limit.String()) {
+		t.Errorf("reason %q: want one line naming the limit and agent.package_manager.install_timeout_sec", msg)
+	}
+	if venvs, _ := filepath.Glob(filepath.Join(spec.WorkDir, "3.*")); len(venvs) != 0 {
+		t.Errorf("a timed-out build left %v behind", venvs)
 	}
 }

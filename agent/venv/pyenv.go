@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 )
 
 // Spec describes the environment a task needs.
@@ -64,6 +65,20 @@ type Spec struct {
 	// pip, uv and poetry. PYTHONPATH is always removed, as the Python agent
 	// does.
 	Env []string
+
+	// Timeout bounds the whole build (venv creation and every pip, uv or
+	// poetry run): agent.package_manager.install_timeout_sec. An index that
+	// stops answering fails the task with a TimeoutError instead of hanging
+	// it. 0 = no limit.
+	Timeout time.Duration
+}
+
+// TimeoutError is an environment build that did not finish within
+// Spec.Timeout.
+type TimeoutError struct{ Limit time.Duration }
+
+func (e *TimeoutError) Error() string {
+	return fmt.Sprintf("installing the python packages did not finish within %s (agent.package_manager.install_timeout_sec); check that the package index answers, or raise the setting for requirements that take longer", e.Limit)
 }
 
 // Env is a ready virtual environment.
@@ -80,8 +95,21 @@ type Env struct {
 // project found in spec.ProjectDirs when that manager is configured, else
 // spec.Requirements, reusing the venv cache when it holds the same
 // requirement set. log receives progress lines and the installers' output
-// for the task log; it may be nil.
+// for the task log; it may be nil. The build gets spec.Timeout.
 func Ensure(ctx context.Context, spec Spec, log func(string)) (*Env, error) {
+	if spec.Timeout <= 0 {
+		return ensure(ctx, spec, log)
+	}
+	bctx, cancel := context.WithTimeout(ctx, spec.Timeout)
+	defer cancel()
+	env, err := ensure(bctx, spec, log)
+	if err != nil && ctx.Err() == nil && errors.Is(bctx.Err(), context.DeadlineExceeded) {
+		return nil, &TimeoutError{Limit: spec.Timeout}
+	}
+	return env, err
+}
+
+func ensure(ctx context.Context, spec Spec, log func(string)) (*Env, error) {
 	if log == nil {
 		log = func(string) {}
 	}
