@@ -21,6 +21,7 @@ import (
 	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/gpufleet/clearml-agent-go/internal/fscopy"
+	"github.com/gpufleet/clearml-agent-go/internal/secret"
 )
 
 // Creds are git credentials (agent.git_user / agent.git_pass). When Host is
@@ -135,7 +136,11 @@ func Prepare(ctx context.Context, spec Spec, dest string, log func(string)) (Res
 		auth = authFor(ep, creds)
 	}
 	failed := func(err error) error { return cloneError(err, ep, shown, authDesc) }
-	redact := func(err error) error { return redactErr(err, creds.Pass, spec.Creds.Pass) }
+	hide := []string{creds.Pass, spec.Creds.Pass}
+	if u, _ := parseEndpoint(spec.URL); u.isHTTP() {
+		hide = append(hide, u.pass, u.user) // a user name in an http URL is often a token
+	}
+	redact := func(err error) error { return redactErr(err, hide...) }
 
 	if err := os.MkdirAll(filepath.Dir(dest), 0o755); err != nil {
 		return Result{}, fmt.Errorf("repository %s: %w", shown, err)
@@ -281,8 +286,8 @@ func redactErr(err error, secrets ...string) error {
 	if err == nil {
 		return nil
 	}
-	msg := err.Error()
-	changed := false
+	msg := secret.MaskURLs(err.Error())
+	changed := msg != err.Error()
 	for _, s := range secrets {
 		if s != "" && strings.Contains(msg, s) {
 			msg = strings.ReplaceAll(msg, s, "***")

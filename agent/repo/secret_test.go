@@ -1,6 +1,7 @@
 package repo
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -59,5 +60,16 @@ func TestPrepareTokenURL(t *testing.T) {
 				t.Errorf("the token shows in logs, error or Result:\n%s", all)
 			}
 		})
+	}
+}
+
+func TestRedactErr(t *testing.T) {
+	err := redactErr(errors.New(`Get "https://ghp_tok@host/x/info/refs": EOF; user oauth2 pass pw123`), "pw123", "")
+	if got, want := err.Error(), `Get "https://****@host/x/info/refs": EOF; user oauth2 pass ***`; got != want {
+		t.Errorf("redactErr = %q, want %q", got, want)
+	}
+	plain := errors.New("plain")
+	if redactErr(plain, "", "x-none") != plain {
+		t.Error("an error without secrets was replaced")
 	}
 }
