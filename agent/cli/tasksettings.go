@@ -39,6 +39,8 @@ func taskSettings(g *Globals, cfg *config.Config, workerID, stateDir string, dev
 		SSHUser:                a.ForceGitSSHUser,
 		SSHPort:                a.ForceGitSSHPort,
 		TranslateSSH:           a.TranslateSSH,
+		GitTimeout:             a.GitTimeout,
+		InstallTimeout:         a.PackageManager.InstallTimeout,
 		IgnoreRequestedVersion: a.IgnoreRequestedPythonVersion,
 		ExtraIndexURLs:         a.PackageManager.ExtraIndexURL,
 		ExtraPipFlags:          append(a.PackageManager.ExtraPipInstallFlags, strings.Fields(g.Getenv("CLEARML_EXTRA_PIP_INSTALL_FLAGS"))...),

@@ -266,7 +266,7 @@ func TestJSONAndMasking(t *testing.T) {
 func TestPackageManagerSettings(t *testing.T) {
 	pm := load(t, "testdata/braced.conf").Agent().PackageManager
 	want := PackageManager{Type: "pip", PipVersion: nil, PriorityPackages: []string{"cython", "numpy", "setuptools", "pip", "uv"},
-		PriorityOptionalPackages: []string{"pygobject"}}
+		PriorityOptionalPackages: []string{"pygobject"}, InstallTimeout: 30 * time.Minute}
 	if diff := cmp.Diff(want, pm, cmp.Comparer(func(a, b []string) bool { return strings.Join(a, ",") == strings.Join(b, ",") })); diff != "" {
 		t.Errorf("defaults (-want +got):\n%s", diff)
 	}
@@ -278,10 +278,18 @@ func TestPackageManagerSettings(t *testing.T) {
 		"CLEARML_AGENT__AGENT__PACKAGE_MANAGER__FORCE_REPO_REQUIREMENTS_TXT=true",
 		"CLEARML_AGENT__AGENT__PACKAGE_MANAGER__FORCE_ORIGINAL_REQUIREMENTS=true",
 		`CLEARML_AGENT__AGENT__PACKAGE_MANAGER__POETRY_INSTALL_EXTRA_ARGS=["--only", "main"]`,
+		"CLEARML_AGENT__AGENT__PACKAGE_MANAGER__INSTALL_TIMEOUT_SEC=90",
 	).Agent().PackageManager
 	want = PackageManager{Type: "poetry", PipVersion: []string{"<24"}, PriorityPackages: []string{"numpy", "torch"},
-		ForceRepoRequirementsTxt: true, ForceOriginalRequirements: true, PoetryInstallExtraArgs: []string{"--only", "main"}}
+		ForceRepoRequirementsTxt: true, ForceOriginalRequirements: true, PoetryInstallExtraArgs: []string{"--only", "main"},
+		InstallTimeout: 90 * time.Second}
 	if diff := cmp.Diff(want, pm, cmp.Comparer(func(a, b []string) bool { return strings.Join(a, ",") == strings.Join(b, ",") })); diff != "" {
 		t.Errorf("overridden (-want +got):\n%s", diff)
+	}
+	if got := load(t, "testdata/braced.conf").Agent().GitTimeout; got != 10*time.Minute {
+		t.Errorf("agent.git_timeout_sec default = %s, want 10m0s", got)
+	}
+	if got := load(t, "testdata/braced.conf", "CLEARML_AGENT__AGENT__GIT_TIMEOUT_SEC=0").Agent().GitTimeout; got != 0 {
+		t.Errorf("agent.git_timeout_sec=0 = %s, want 0 (no limit)", got)
 	}
 }

@@ -30,6 +30,7 @@ type PackageManager struct {
 	ForceRepoRequirementsTxt  bool
 	ForceOriginalRequirements bool
 	PoetryInstallExtraArgs    []string
+	InstallTimeout            time.Duration // install_timeout_sec (ours): the whole venv build; 0 = no limit
 }
 
 // VenvsCache is agent.venvs_cache.
@@ -58,6 +59,7 @@ type AgentSettings struct {
 	ForceGitSSHPort     int
 	GitFetchArgs        []string
 	TranslateSSH        bool
+	GitTimeout          time.Duration // agent.git_timeout_sec (ours): each clone or fetch; 0 = no limit
 
 	PythonBinary                 string
 	DefaultPython                string
@@ -123,6 +125,7 @@ func (c *Config) Agent() AgentSettings {
 		ForceGitSSHPort:     int(c.intOr("agent.force_git_ssh_port", 0)),
 		GitFetchArgs:        c.strs("agent.git_fetch_args"),
 		TranslateSSH:        c.boolOr("agent.translate_ssh", true),
+		GitTimeout:          c.secs("agent.git_timeout_sec", 10*time.Minute),
 
 		PythonBinary:                 c.path("agent.python_binary"),
 		DefaultPython:                c.str("agent.default_python"),
@@ -139,6 +142,7 @@ func (c *Config) Agent() AgentSettings {
 			ForceRepoRequirementsTxt:  c.boolOr("agent.package_manager.force_repo_requirements_txt", false),
 			ForceOriginalRequirements: c.boolOr("agent.package_manager.force_original_requirements", false),
 			PoetryInstallExtraArgs:    c.strs("agent.package_manager.poetry_install_extra_args"),
+			InstallTimeout:            c.secs("agent.package_manager.install_timeout_sec", 30*time.Minute),
 		},
 
 		VenvsDir: c.path("agent.venvs_dir"),

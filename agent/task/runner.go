@@ -50,7 +50,8 @@ type Settings struct {
 	SSHUser      string
 	SSHPort      int
 	TranslateSSH bool
-	VCSCache     string // "" disables the vcs cache
+	VCSCache     string        // "" disables the vcs cache
+	GitTimeout   time.Duration // each clone or fetch (agent.git_timeout_sec); 0 = no limit
 
 	// Python environment.
 	PythonFallbacks        []string
@@ -71,6 +72,7 @@ type Settings struct {
 	ForceRepoRequirements     bool // force_repo_requirements_txt
 	ForceOriginalRequirements bool // force_original_requirements
 	PoetryArgs                []string
+	InstallTimeout            time.Duration // the venv build (install_timeout_sec); 0 = no limit
 
 	// Process.
 	Env                []string // the task's base environment (nil = the agent's own)
@@ -332,7 +334,7 @@ func (ru *run) execute(ctx context.Context, o Options) Outcome {
 			PipVersion: r.s.PipVersion, PriorityPackages: r.s.PriorityPackages, PriorityOptionalPackages: r.s.PriorityOptionalPackages,
 			IndexURL: r.s.IndexURL, ExtraIndexURLs: r.s.ExtraIndexURLs, ExtraPipFlags: r.s.ExtraPipFlags,
 			SystemSitePackages: r.s.SystemSitePackages, WorkDir: r.s.VenvsDir, CacheDir: r.s.VenvsCache,
-			CacheMaxEntries: r.s.VenvsCacheMax, Env: r.baseEnv(ru.id, nil),
+			CacheMaxEntries: r.s.VenvsCacheMax, Env: r.baseEnv(ru.id, nil), Timeout: r.s.InstallTimeout,
 		}, ru.logLine)
 		if err != nil {
 			return fail("failed setting up the python environment", err)
@@ -584,7 +586,7 @@ func (ru *run) prepareCode(ctx context.Context, sc *api.Script) (dir, entry stri
 		ru.info("Using repository %s", repo.StripPassword(sc.Repository))
 		res, err := repo.Prepare(ctx, repo.Spec{URL: sc.Repository, Branch: sc.Branch, Tag: sc.Tag, Commit: sc.VersionNum,
 			Diff: sc.Diff, Creds: r.s.Git, ForceSSH: r.s.ForceSSH, SSHUser: r.s.SSHUser, SSHPort: r.s.SSHPort,
-			TranslateSSH: r.s.TranslateSSH, CacheDir: r.s.VCSCache}, dest, ru.logLine)
+			TranslateSSH: r.s.TranslateSSH, CacheDir: r.s.VCSCache, Timeout: r.s.GitTimeout}, dest, ru.logLine)
 		if err != nil {
 			return "", "", err
 		}
