@@ -746,3 +746,36 @@ func TestSnapshotRestart(t *testing.T) {
 		t.Errorf("pop after restart: %d %+v", resp.StatusCode, env)
 	}
 }
+
+// DropAnswers: the call is carried out (the entry is popped), then its
+// connection closes without an answer; the next call answers as usual.
+func TestDropAnswers(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, emulator.Options{})
+	q := f.srv.CreateQueue("q")
+	id := f.srv.CreateTask(api.Task{Name: "popped"})
+	if err := f.srv.Enqueue(id, q); err != nil {
+		t.Fatal(err)
+	}
+	f.srv.DropAnswers("queues.get_next_task", 1)
+	b, _ := json.Marshal(map[string]any{"queue": q})
+	req, _ := http.NewRequestWithContext(t.Context(), "POST", f.ts.URL+"/queues.get_next_task", bytes.NewReader(b))
+	req.Header.Set("Authorization", "Bearer "+f.token)
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatalf("dropped answer: got HTTP %d, want a connection error", resp.StatusCode)
+	}
+	if got, _ := f.srv.Queue(q); len(got.Entries) != 0 {
+		t.Errorf("queue entries after the dropped pop = %v, want none (carried out)", got.Entries)
+	}
+	if st := f.srv.Task(id).Status; st != api.StatusQueued {
+		t.Errorf("popped task status = %q, want queued", st)
+	}
+	var next struct {
+		Entry *struct{ Task string } `json:"entry"`
+	}
+	f.ok("queues.get_next_task", map[string]any{"queue": q}, &next)
+	if next.Entry != nil {
+		t.Errorf("second pop = %+v, want an answered empty pop", next.Entry)
+	}
+}

@@ -84,6 +84,7 @@ type Server struct {
 	eventSeq   int64
 	requests   map[string]int
 	outage     OutageMode
+	dropAfter  map[string]int // endpoint -> calls left whose answer is dropped
 
 	saveMu    sync.Mutex // serialises snapshot writes
 	dirty     chan struct{}
@@ -120,6 +121,7 @@ func New(opts Options) *Server {
 		workers:   map[string]*worker{},
 		events:    map[string][]storedEvent{},
 		requests:  map[string]int{},
+		dropAfter: map[string]int{},
 		dirty:     make(chan struct{}, 1),
 		done:      make(chan struct{}),
 		saverDone: make(chan struct{}),
@@ -250,13 +252,8 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	outage := s.outage
 	s.mu.Unlock()
 	if outage == OutageReset {
-		if hj, ok := w.(http.Hijacker); ok {
-			if conn, _, err := hj.Hijack(); err == nil {
-				_ = conn.Close()
-				return
-			}
-		}
-		panic(http.ErrAbortHandler) // HTTP/2 or a recorder: abort the stream
+		dropConnection(w)
+		return
 	}
 
 	m := pathRE.FindStringSubmatch(r.URL.Path)
@@ -323,8 +320,28 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	c.now = s.opts.Now()
 	s.expireWorkers(c.now)
 	data, aerr := h(s, c)
+	drop := s.dropAfter[name] > 0
+	if drop {
+		s.dropAfter[name]--
+	}
 	s.mu.Unlock()
+	if drop {
+		s.log.Info("answer dropped after the call was carried out", "endpoint", name)
+		dropConnection(w)
+		return
+	}
 	rep.send(data, aerr)
+}
+
+// dropConnection closes the call's connection without an answer.
+func dropConnection(w http.ResponseWriter) {
+	if hj, ok := w.(http.Hijacker); ok {
+		if conn, _, err := hj.Hijack(); err == nil {
+			_ = conn.Close()
+			return
+		}
+	}
+	panic(http.ErrAbortHandler) // HTTP/2 or a recorder: abort the stream
 }
 
 // Endpoints returns the emulator's routing table: every endpoint it serves,
@@ -516,6 +533,21 @@ func (s *Server) SetOutage(m OutageMode) {
 	s.mu.Lock()
 	s.outage = m
 	s.mu.Unlock()
+}
+
+// DropAnswers makes the next n calls of endpoint ("tasks.enqueue") lose
+// their answer: each is carried out (the state changes as usual, failures
+// included) and then its connection is closed without a reply, as when a
+// connection breaks between the server and the agent (auth.login is never
+// dropped). n <= 0 cancels.
+func (s *Server) DropAnswers(endpoint string, n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if n <= 0 {
+		delete(s.dropAfter, endpoint)
+		return
+	}
+	s.dropAfter[endpoint] = n
 }
 
 // Requests returns how many calls each endpoint ("tasks.get_all",
