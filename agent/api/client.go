@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -295,18 +296,22 @@ func (c *Client) send(ctx context.Context, endpoint, method, u string, body []by
 		connect = bigConnectTimeout
 	}
 	b := &retryAfter{BackOff: NewBackOff(c.cfg.RetryBaseDelay, c.cfg.RetryMaxDelay), max: c.cfg.RetryMaxDelay}
+	repeatable := Repeatable(endpoint)
 	attempts := 0
 	var last error
 	data, err := backoff.Retry(ctx, func() (json.RawMessage, error) {
 		attempts++
-		data, hint, err := c.attempt(ctx, endpoint, method, u, body, contentType, auth, connect+readTimeout)
+		data, hint, err := c.attempt(ctx, endpoint, method, u, body, contentType, auth, connect+readTimeout, repeatable)
 		switch {
 		case err == nil:
 			return data, nil
 		case ctx.Err() != nil:
-			return nil, backoff.Permanent(&TransportError{Endpoint: endpoint, URL: u, Attempts: attempts, Err: err, Ctx: ctx.Err()})
+			return nil, backoff.Permanent(&TransportError{Endpoint: endpoint, URL: u, Attempts: attempts, Err: err, Ctx: ctx.Err(), MaybeDone: !repeatable && !unsent(err)})
 		case !retryable(err):
 			return nil, backoff.Permanent(err)
+		case !repeatable && !unsent(err):
+			c.log.Debug("[api] not repeated: the server may have carried the call out", "endpoint", endpoint, "err", err)
+			return nil, backoff.Permanent(&TransportError{Endpoint: endpoint, URL: u, Attempts: attempts, Err: err, MaybeDone: true})
 		}
 		last = err
 		if c.cfg.MaxRetries >= 0 && attempts > c.cfg.MaxRetries {
@@ -327,7 +332,8 @@ func (c *Client) send(ctx context.Context, endpoint, method, u string, body []by
 	return data, err
 }
 
-// retryable: connection-level failures and 429/502/503/504/509 answers.
+// retryable: connection-level failures and 429/502/503/504/509 answers;
+// endpoints that are not Repeatable retry only those that are also unsent.
 func retryable(err error) bool {
 	var e *Error
 	if errors.As(err, &e) {
@@ -340,6 +346,27 @@ func retryable(err error) bool {
 	var de *decodeError
 	return !errors.As(err, &de)
 }
+
+// unsent reports a failure that happened before the server carried the
+// call out: the connection was never made (dial refused or timed out, a
+// DNS failure), or the server refused the call (429, or 503 in a ClearML
+// envelope: the API server itself, not a proxy that may have forwarded it).
+func unsent(err error) bool {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.HTTPStatus == http.StatusTooManyRequests || e.HTTPStatus == http.StatusServiceUnavailable && e.enveloped
+	}
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return true
+	}
+	var dns *net.DNSError
+	return errors.As(err, &dns)
+}
+
+// errNotResent is the failure of a call that is not repeatable whose
+// connection closed after the request was written.
+var errNotResent = errors.New("connection closed after the request was written")
 
 // decodeError is a 200 answer that is not a ClearML envelope; not retried.
 type decodeError struct{ msg string }
@@ -379,7 +406,10 @@ func (r *retryAfter) NextBackOff() time.Duration {
 }
 
 // attempt sends the request once, within its own deadline.
-func (c *Client) attempt(ctx context.Context, endpoint, method, u string, body []byte, contentType, auth string, limit time.Duration) (json.RawMessage, time.Duration, error) {
+// A call that is not repeatable is also not resent by net/http, which
+// otherwise resends a GET on a reused connection that closed after the
+// request was written.
+func (c *Client) attempt(ctx context.Context, endpoint, method, u string, body []byte, contentType, auth string, limit time.Duration, repeatable bool) (json.RawMessage, time.Duration, error) {
 	actx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	var rd io.Reader
@@ -389,6 +419,11 @@ func (c *Client) attempt(ctx context.Context, endpoint, method, u string, body [
 	req, err := http.NewRequestWithContext(actx, method, u, rd)
 	if err != nil {
 		return nil, 0, &decodeError{msg: fmt.Sprintf("%s: build request for %s: %v", endpoint, u, err)}
+	}
+	if !repeatable {
+		// net/http asks for the body again only to resend a request it
+		// already wrote (a request it never wrote it resends as is).
+		req.GetBody = func() (io.ReadCloser, error) { return nil, errNotResent }
 	}
 	req.Header = c.baseHeader.Clone()
 	req.Header.Set("Authorization", auth)
@@ -423,6 +458,7 @@ func (c *Client) attempt(ctx context.Context, endpoint, method, u string, body [
 	}
 	if res.StatusCode != http.StatusOK || env.Meta.ResultCode != http.StatusOK {
 		return nil, retryAfterOf(res), &Error{
+			enveloped:     true,
 			Endpoint:      endpoint,
 			HTTPStatus:    res.StatusCode,
 			ResultCode:    env.Meta.ResultCode,

@@ -47,6 +47,8 @@ type Error struct {
 	ResultCode    int
 	ResultSubcode int
 	ResultMsg     string
+
+	enveloped bool // the answer was a ClearML envelope (not a proxy's page)
 }
 
 // Error returns one line, e.g. "tasks.started: 400/101 Invalid task id: id=abc".
@@ -146,9 +148,20 @@ type TransportError struct {
 	Attempts int
 	Err      error // the last failure
 	Ctx      error // context error that ended the retries, if any
+	// MaybeDone: the call is not repeatable (see Repeatable) and its last
+	// attempt failed after the request was sent, so the server may have
+	// carried it out; it was not sent again.
+	MaybeDone bool
 }
 
 func (e *TransportError) Error() string {
+	if e.MaybeDone {
+		s := fmt.Sprintf("%s: no answer from %s after the request was sent (attempt %d): %s", e.Endpoint, e.URL, e.Attempts, oneline.Squash(errString(e.Err), maxMessage))
+		if e.Ctx != nil {
+			s += " (" + e.Ctx.Error() + ")"
+		}
+		return s + "; not sent again since the server may have carried it out: check its effect before repeating it"
+	}
 	s := fmt.Sprintf("%s: server %s unreachable after %d attempt(s): %s", e.Endpoint, e.URL, e.Attempts, oneline.Squash(errString(e.Err), maxMessage))
 	if e.Ctx != nil {
 		s += " (" + e.Ctx.Error() + ")"
@@ -167,6 +180,13 @@ func (e *TransportError) Unwrap() []error {
 		out = append(out, e.Ctx)
 	}
 	return out
+}
+
+// IsAnswerLost reports a call that is not repeatable whose answer was lost
+// after the request was sent: the server may or may not have carried it out.
+func IsAnswerLost(err error) bool {
+	var te *TransportError
+	return errors.As(err, &te) && te.MaybeDone
 }
 
 func errString(err error) string {
