@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gofrs/flock"
@@ -39,6 +40,9 @@ type Instance struct {
 	StateDir string
 
 	lock *flock.Flock
+
+	groupsOnce sync.Once
+	groups     *Groups
 }
 
 // AlreadyRunningError is returned by Lock when another live process holds the
@@ -249,11 +253,20 @@ func writePIDFile(path string, r Running) error {
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".pid-*")
-	if err != nil {
+	if err := writeAtomic(path, append(b, '\n')); err != nil {
 		return fmt.Errorf("write agent pid file: %w", err)
 	}
-	_, err = tmp.Write(append(b, '\n'))
+	return nil
+}
+
+// writeAtomic writes b to path (mode 0644) through a temporary file in the
+// same directory and a rename.
+func writeAtomic(path string, b []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+"-*")
+	if err != nil {
+		return err
+	}
+	_, err = tmp.Write(b)
 	if err == nil {
 		err = tmp.Chmod(0o644)
 	}
@@ -265,7 +278,7 @@ func writePIDFile(path string, r Running) error {
 	}
 	if err != nil {
 		_ = os.Remove(tmp.Name())
-		return fmt.Errorf("write agent pid file %s: %w", path, err)
+		return fmt.Errorf("%s: %w", path, err)
 	}
 	return nil
 }
