@@ -174,16 +174,44 @@ func (ins *installer) install(ctx context.Context, cwd string, args ...string) (
 		argv = append(argv, "-m", "pip", "--disable-pip-version-check", "install")
 	}
 	argv = append(argv, args...)
-	if spec.IndexURL != "" {
-		argv = append(argv, "--index-url", spec.IndexURL)
+	argv = append(argv, spec.ExtraPipFlags...)
+	env := indexEnv(spec)
+	prefix := "PIP_"
+	if ins.m.kind == managerUV {
+		prefix = "UV_"
 	}
-	for _, u := range spec.ExtraIndexURLs {
-		if u != "" {
-			argv = append(argv, "--extra-index-url", u)
+	var shown []string
+	for _, kv := range env {
+		if strings.HasPrefix(kv, prefix) {
+			shown = append(shown, kv)
 		}
 	}
-	argv = append(argv, spec.ExtraPipFlags...)
-	return ins.run(ctx, cwd, environ(spec.Env), name, argv...)
+	if len(shown) > 0 {
+		ins.log(secret.MaskURLs("index settings (environment): " + strings.Join(shown, " ")))
+	}
+	return ins.run(ctx, cwd, append(environ(spec.Env), env...), name, argv...)
+}
+
+// indexEnv passes the index URLs to pip and uv in their environment
+// (PIP_INDEX_URL, PIP_EXTRA_INDEX_URL and the UV_ equivalents; several extra
+// URLs space-separated) rather than on the command line, where `ps` shows a
+// password in them to every user of the machine. They override the same
+// variables of the agent's environment, as the command-line options did.
+func indexEnv(spec Spec) []string {
+	var env, extra []string
+	if spec.IndexURL != "" {
+		env = append(env, "PIP_INDEX_URL="+spec.IndexURL, "UV_INDEX_URL="+spec.IndexURL)
+	}
+	for _, u := range spec.ExtraIndexURLs {
+		if u = strings.TrimSpace(u); u != "" {
+			extra = append(extra, u)
+		}
+	}
+	if len(extra) > 0 {
+		j := strings.Join(extra, " ")
+		env = append(env, "PIP_EXTRA_INDEX_URL="+j, "UV_EXTRA_INDEX_URL="+j)
+	}
+	return env
 }
 
 // upgradePip runs `pip install --upgrade "pip<spec>"` for
@@ -362,8 +390,8 @@ func (ins *installer) poetryInstall(ctx context.Context) error {
 }
 
 // run runs name in cwd, sends each output line to the task log as it comes
-// (after the command line itself, index passwords masked) and returns the
-// whole output.
+// (after the command line itself; URL credentials masked in both, with
+// secret.MaskURLs) and returns the whole output, masked the same way.
 func (ins *installer) run(ctx context.Context, cwd string, env []string, name string, args ...string) (string, error) {
 	show := filepath.Base(name)
 	if name == ins.python() {
@@ -383,7 +411,7 @@ func (ins *installer) run(ctx context.Context, cwd string, env []string, name st
 		sc := bufio.NewScanner(pr)
 		sc.Buffer(make([]byte, 64*1024), 1024*1024)
 		for sc.Scan() {
-			l := strings.TrimRight(sc.Text(), " \r")
+			l := secret.MaskURLs(strings.TrimRight(sc.Text(), " \r"))
 			out.WriteString(l + "\n")
 			if l != "" {
 				ins.log(l)

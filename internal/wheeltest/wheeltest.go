@@ -74,6 +74,13 @@ func (ix *Index) Hits() int64 { return ix.hits.Load() }
 // NewIndex serves wheels (file name -> content) until the test ends.
 func NewIndex(t testing.TB, wheels map[string][]byte) *Index {
 	t.Helper()
+	return NewAuthIndex(t, wheels, "", "")
+}
+
+// NewAuthIndex is NewIndex behind HTTP basic auth with user and password
+// (none when both are empty): a private index whose URL carries credentials.
+func NewAuthIndex(t testing.TB, wheels map[string][]byte, user, password string) *Index {
+	t.Helper()
 	ix := &Index{}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/simple/{project}/", func(w http.ResponseWriter, r *http.Request) {
@@ -101,7 +108,18 @@ func NewIndex(t testing.TB, wheels map[string][]byte) *Index {
 		}
 		w.Write(body)
 	})
-	ix.Server = httptest.NewServer(mux)
+	var h http.Handler = mux
+	if user != "" || password != "" {
+		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if u, p, ok := r.BasicAuth(); !ok || u != user || p != password {
+				w.Header().Set("WWW-Authenticate", `Basic realm="wheeltest"`)
+				http.Error(w, "unauthorized", http.StatusUnauthorized)
+				return
+			}
+			mux.ServeHTTP(w, r)
+		})
+	}
+	ix.Server = httptest.NewServer(h)
 	t.Cleanup(ix.Close)
 	return ix
 }
