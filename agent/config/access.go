@@ -219,8 +219,8 @@ func Mask(path, value string) string {
 	return "****"
 }
 
-// ToJSON renders the whole configuration as indented JSON; secrets are masked unless
-// showSecrets.
+// ToJSON renders the whole configuration as indented JSON; secrets (and the
+// credentials in URLs, secret.MaskURLs) are masked unless showSecrets.
 func ToJSON(c *Config, showSecrets bool) ([]byte, error) {
 	return json.MarshalIndent(toJSONValue(c.root, showSecrets, ""), "", "  ")
 }
@@ -243,6 +243,9 @@ func toJSONValue(v Value, show bool, path string) any {
 		if !show && path != "" && secret.Name(path) {
 			return Mask(path, x)
 		}
+		if !show {
+			return secret.MaskURLs(x) // extra_index_url and the like
+		}
 		return x
 	}
 	return v
@@ -257,6 +260,9 @@ func (c *Config) Display(path string, showSecrets bool) string {
 	case string:
 		if !showSecrets && secret.Name(path) {
 			return Mask(path, x)
+		}
+		if !showSecrets {
+			return secret.MaskURLs(x)
 		}
 		return x
 	case []Value:
