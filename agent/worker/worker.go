@@ -62,6 +62,10 @@ type Config struct {
 
 	PollInterval   time.Duration // default 5 s; jittered by ±10 %
 	ReportInterval time.Duration // default 30 s
+	// LostPopAfter is how long a task lost in a queues.get_next_task answer
+	// must stay unchanged before it is put back on its queue (lostpop.go);
+	// 0 means DefaultLostPopAfter (60 s), negative turns the recovery off.
+	LostPopAfter time.Duration
 
 	Services    bool
 	ServicesMax int // <= 0: unlimited
@@ -110,6 +114,8 @@ type Daemon struct {
 	curTask  string
 	curQueue string
 	status   string
+
+	lost lostPops // main loop only
 }
 
 // New returns a daemon; call Run.
@@ -246,6 +252,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		if d.draining() || ctx.Err() != nil {
 			break
 		}
+		d.recoverLostPops(ctx)
 		if n := d.services(ctx); d.cfg.Services && d.cfg.ServicesMax > 0 && n >= d.cfg.ServicesMax {
 			d.setStatus(fmt.Sprintf("services mode: %d of %d services running, waiting for one to end", n, d.cfg.ServicesMax))
 			if !d.sleep(ctx, d.cfg.PollInterval) {
@@ -268,6 +275,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 				if ctx.Err() != nil {
 					break
 				}
+				d.lostPop(err)
 				d.unreachable(err, "queues.get_next_task "+q.Name)
 				continue
 			}
