@@ -47,6 +47,9 @@ type Command struct {
 	StateDir    string // run
 	Stdout      io.Writer
 	Stderr      io.Writer
+	// CredentialsFile (--credentials-file) holds the API key pair and
+	// optionally the git user and password (ReadCredentialsFile).
+	CredentialsFile string
 }
 
 // Deps is what the commands take from the machine; tests replace fields.
@@ -111,6 +114,11 @@ func (e UsageError) Unwrap() error { return e.Err }
 func Run(ctx context.Context, c Command, d Deps) error {
 	if err := c.finish(); err != nil {
 		return UsageError{err}
+	}
+	if c.CredentialsFile != "" {
+		if err := c.Inputs.applyCredentialsFile(c.CredentialsFile); err != nil {
+			return err
+		}
 	}
 	if c.Stdout == nil {
 		c.Stdout = io.Discard

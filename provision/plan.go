@@ -615,6 +615,7 @@ func (p *Plan) existingInstances() ([]string, error) {
 var reKeyValue = regexp.MustCompile(`(([A-Za-z_][A-Za-z0-9_.]*)"?\s*[:=]\s*)("(?:[^"\\]|\\.)*"|[^\s,}{\[]+)`)
 
 func maskSecrets(s string, secrets []string) string {
+	s = secret.MaskURLs(s) // extra_index_url with credentials
 	s = reKeyValue.ReplaceAllStringFunc(s, func(m string) string {
 		sub := reKeyValue.FindStringSubmatch(m)
 		if sub[3] == `""` || !secret.Name(sub[2]) {

@@ -13,7 +13,7 @@ import (
 // (--help, --version) and the program should end with that status.
 func parse(args []string, stdout, stderr io.Writer) (c provision.Command, exit int, err error) {
 	c.Stdout, c.Stderr = stdout, stderr
-	app := kingpin.New("agent-provision", "Provision ClearML agents: clearml.conf plus one systemd unit per GPU agent.")
+	app := kingpin.New("agent-provision", "Provision ClearML agents: clearml.conf plus one systemd unit per GPU agent.\n\nSecrets: --secret-key and --git-pass show in ps and shell history; pass them as CLEARML_API_SECRET_KEY and CLEARML_AGENT_GIT_PASS (with CLEARML_API_ACCESS_KEY, CLEARML_AGENT_GIT_USER) or in a --credentials-file instead.")
 	app.Writer(stdout)
 	app.ErrorWriter(stderr)
 	app.UsageWriter(stderr)
@@ -28,8 +28,8 @@ func parse(args []string, stdout, stderr io.Writer) (c provision.Command, exit i
 	app.Flag("api-host", "ClearML API server URL.").Envar("CLEARML_API_HOST").StringVar(&in.APIHost)
 	app.Flag("web-host", "ClearML web server URL.").Envar("CLEARML_WEB_HOST").StringVar(&in.WebHost)
 	app.Flag("files-host", "ClearML files server URL.").Envar("CLEARML_FILES_HOST").StringVar(&in.FilesHost)
-	app.Flag("access-key", "API access key (written only into clearml.conf).").Envar("CLEARML_API_ACCESS_KEY").StringVar(&in.AccessKey)
-	app.Flag("secret-key", "API secret key (written only into clearml.conf).").Envar("CLEARML_API_SECRET_KEY").StringVar(&in.SecretKey)
+	app.Flag("access-key", "API access key (written only into clearml.conf); or --credentials-file.").Envar("CLEARML_API_ACCESS_KEY").StringVar(&in.AccessKey)
+	app.Flag("secret-key", "API secret key (written only into clearml.conf). A flag shows in ps and shell history: prefer CLEARML_API_SECRET_KEY or --credentials-file.").Envar("CLEARML_API_SECRET_KEY").StringVar(&in.SecretKey)
 	app.Flag("queue", "Queue of every GPU/CPU agent; repeat or comma-separate for several (default: default).").Envar(env("QUEUE")).StringsVar(&c.Queues)
 	app.Flag("agent-queues", "Queues of one agent, e.g. gpu0=q1,q2; repeatable.").Envar(env("AGENT_QUEUES")).StringsVar(&c.AgentQueues)
 	app.Flag("gpus", "GPUs: 0,1 (one agent each), 0,1+2,3 (groups), all, UUIDs, MIG 0:1.").Envar(env("GPUS")).StringVar(&in.GPUs)
@@ -42,7 +42,8 @@ func parse(args []string, stdout, stderr io.Writer) (c provision.Command, exit i
 	app.Flag("docker-agent-binary", "Static clearml-agent bind-mounted into task containers (implies --docker; default PREFIX/bin/clearml-agent-static).").Envar(env("DOCKER_AGENT_BINARY")).StringVar(&in.DockerAgentBinary)
 	app.Flag("docker-host", "Docker engine of the agents in docker mode (default unix:///var/run/docker.sock).").Envar("DOCKER_HOST").StringVar(&in.DockerHost)
 	app.Flag("git-user", "Git user for task repositories.").Envar("CLEARML_AGENT_GIT_USER").StringVar(&in.GitUser)
-	app.Flag("git-pass", "Git password or token (written only into clearml.conf).").Envar("CLEARML_AGENT_GIT_PASS").StringVar(&in.GitPass)
+	app.Flag("git-pass", "Git password or token (written only into clearml.conf). A flag shows in ps and shell history: prefer CLEARML_AGENT_GIT_PASS or --credentials-file.").Envar("CLEARML_AGENT_GIT_PASS").StringVar(&in.GitPass)
+	app.Flag("credentials-file", "File (mode 0600) of KEY=VALUE lines: CLEARML_API_ACCESS_KEY, CLEARML_API_SECRET_KEY, optionally CLEARML_AGENT_GIT_USER and CLEARML_AGENT_GIT_PASS; fills what flags and environment leave empty.").Envar(env("CREDENTIALS_FILE")).StringVar(&c.CredentialsFile)
 	app.Flag("extra-index-url", "Extra Python package index; repeatable.").Envar(env("EXTRA_INDEX_URL")).StringsVar(&in.ExtraIndexURLs)
 	app.Flag("default-output-uri", "Default output URI of tasks.").Envar(env("DEFAULT_OUTPUT_URI")).StringVar(&in.DefaultOutputURI)
 	app.Flag("user", "System account the agents run as.").Default(unitgen.DefaultUser).Envar(env("USER")).StringVar(&in.User)

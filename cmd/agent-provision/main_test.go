@@ -168,3 +168,45 @@ func TestGPUsMock(t *testing.T) {
 		t.Errorf("--gpus all --gpus-per-agent 4: exit %d\n%s%s", code, out, stderr)
 	}
 }
+
+// --credentials-file gives the key pair and git credentials without putting
+// them on the command line; a file others may read is refused in one line.
+func TestCredentialsFile(t *testing.T) {
+	root := t.TempDir()
+	creds := filepath.Join(t.TempDir(), "creds")
+	body := "CLEARML_API_ACCESS_KEY=AKFROMFILE\nCLEARML_API_SECRET_KEY=SECRETFROMFILE\nCLEARML_AGENT_GIT_PASS=GITPASSFROMFILE\n"
+	if err := os.WriteFile(creds, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"--root", root, "--gpus", "0", "--api-host", "http://127.0.0.1:8008", "--credentials-file", creds,
+		"--extra-index-url", "https://bob:IDXPASS@pypi.internal/simple"}
+	code, out, stderr := run(t, append(args, "--dry-run")...)
+	if code != 0 {
+		t.Fatalf("dry run: exit %d: %s", code, stderr)
+	}
+	for _, s := range []string{"SECRETFROMFILE", "GITPASSFROMFILE", "IDXPASS"} {
+		if strings.Contains(out+stderr, s) {
+			t.Errorf("dry run printed %s:\n%s", s, out)
+		}
+	}
+	if code, out, stderr := run(t, args...); code != 0 {
+		t.Fatalf("apply: exit %d: %s%s", code, out, stderr)
+	}
+	conf, err := os.ReadFile(filepath.Join(root, "etc", "clearml-agent", "clearml.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"AKFROMFILE", "SECRETFROMFILE", "GITPASSFROMFILE"} {
+		if !strings.Contains(string(conf), s) {
+			t.Errorf("clearml.conf lacks %s", s)
+		}
+	}
+
+	if err := os.Chmod(creds, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr = run(t, append(args, "--dry-run")...)
+	if want := "credentials file " + creds + " is accessible by group or others (mode 0644); run: chmod 600 " + creds; code != 1 || !strings.Contains(stderr, want) || strings.Count(stderr, "\n") != 1 {
+		t.Errorf("mode 0644: exit %d, stderr %q; want 1 and one line with %q", code, stderr, want)
+	}
+}
