@@ -67,9 +67,9 @@ var endpoints = map[string]endpointSpec{
 	"tasks.edit":           {version: "2.13", repeat: safe}, // runtime, container and models from 2.13; sets fields
 	"tasks.enqueue":        {version: "2.19", repeat: once}, // queue_name is defined from 2.19; a second queue entry (force) or a same-status refusal
 	"tasks.dequeue":        {version: "2.26", repeat: safe}, // new_status is defined from 2.26; a second one changes nothing
-	// Status reports set the status to a value (the agent sends them with
-	// force where the transition could be refused), so the second call of
-	// a pair finds the status already set.
+	// Status reports set the status to a value, and the server accepts a
+	// change to the status a task already has (only tasks.enqueue refuses
+	// it), so the second call of a pair finds the status already set.
 	"tasks.started":          {repeat: safe},
 	"tasks.stopped":          {repeat: safe},
 	"tasks.failed":           {repeat: safe},
