@@ -213,3 +213,10 @@ func TestOpenReporterBadFD(t *testing.T) {
 		t.Errorf("err = %v", err)
 	}
 }
+
+func TestChildEnvHasNoServiceManagerVariables(t *testing.T) {
+	got := withoutServiceEnv([]string{"A=1", "NOTIFY_SOCKET=/run/x", "WATCHDOG_USEC=5", "WATCHDOG_PID=1", "LISTEN_FDS=1", "B=2"})
+	if strings.Join(got, " ") != "A=1 B=2" {
+		t.Errorf("env = %q", got)
+	}
+}
