@@ -93,7 +93,9 @@ func (r *Runner) runDocker(ctx context.Context, id string, o task.Options) (task
 			r.cfg.Logger.Warn("could not write the container into the task", "task", id, "err", err)
 		}
 	}
-	if err := d.Engine.EnsureImage(ctx, spec.Image, spec.ForcePull, func(l string) { tl.line("INFO", l) }); err != nil {
+	// Each line of the pull is progress; a registry that stops answering
+	// sends none, and the daemon's watchdog sees it.
+	if err := d.Engine.EnsureImage(ctx, spec.Image, spec.ForcePull, func(l string) { tl.line("INFO", l); progress(o) }); err != nil {
 		tl.line("ERROR", err.Error())
 		return task.Outcome{TaskID: id, Status: "failed"}, r.fail(ctx, id, oneline.Of(err))
 	}
@@ -153,14 +155,27 @@ func (r *Runner) runDocker(ctx context.Context, id string, o task.Options) (task
 	if d.Detached {
 		abort = nil // a service runs on whatever happens to this agent
 	}
-	select {
-	case <-waited:
-	case <-abort:
-		r.cfg.Logger.Info("aborting the task: stopping its container", "task", id, "container", shortID(c.ID), "grace", d.StopGrace.String())
-		if err := c.Stop(bg, d.StopGrace); err != nil {
-			r.cfg.Logger.Warn("stopping the container failed", "task", id, "err", err)
+	tick := time.NewTicker(r.cfg.ProgressInterval)
+	defer tick.Stop()
+supervise:
+	for {
+		select {
+		case <-waited:
+			break supervise
+		case <-tick.C:
+			// Progress: the engine's wait is open and the events are
+			// being read.
+			if ev.serviced(r.cfg.ProgressInterval) {
+				progress(o)
+			}
+		case <-abort:
+			r.cfg.Logger.Info("aborting the task: stopping its container", "task", id, "container", shortID(c.ID), "grace", d.StopGrace.String())
+			if err := c.Stop(bg, d.StopGrace); err != nil {
+				r.cfg.Logger.Warn("stopping the container failed", "task", id, "err", err)
+			}
+			<-waited
+			break supervise
 		}
-		<-waited
 	}
 	select {
 	case <-streamsDone:

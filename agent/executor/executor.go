@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -34,7 +35,7 @@ type Config struct {
 	Binary     string   // the clearml-agent binary; "" = this executable
 	GlobalArgs []string // flags before "execute", e.g. --config-file F
 	Args       []string // flags after "execute --id T", e.g. --gpus 0 --log-level INFO
-	Env        []string // the child's environment (nil: this process's); CLEARML_AUTH_TOKEN is set from Token; NOTIFY_SOCKET, WATCHDOG_* and LISTEN_* are left out
+	Env        []string // the child's environment; CLEARML_AUTH_TOKEN is set from Token
 	WorkerID   string   // the worker the task runs under (execute --worker-id)
 
 	// Token returns the daemon's session token for the child; nil (or an
@@ -45,10 +46,9 @@ type Config struct {
 	Stderr io.Writer // the child's own messages (not the task's output); nil discards
 	Logger *slog.Logger
 
-	// Groups, when set, records the process groups of each execute child and
-	// of its task while they run (agent/instance.Groups), so that the next
-	// start of the agent can end what a killed agent left behind.
-	Groups Recorder
+	// ProgressInterval is how often task.Options.Progress is called while
+	// a child is supervised; 0 = 5 s.
+	ProgressInterval time.Duration
 
 	// Docker, when set, runs the children in containers (docker mode).
 	Docker *DockerConfig
@@ -57,12 +57,6 @@ type Config struct {
 	Editor interface {
 		EditTask(ctx context.Context, req api.EditTaskRequest) (api.Updated, error)
 	}
-}
-
-// Recorder records a process group led by pgid for a task until remove is
-// called.
-type Recorder interface {
-	Add(taskID string, pgid int, role string) (remove func(), err error)
 }
 
 // Runner runs each task in its own `clearml-agent execute` child. It
@@ -84,6 +78,9 @@ func New(cfg Config) (*Runner, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.ProgressInterval <= 0 {
+		cfg.ProgressInterval = 5 * time.Second
 	}
 	return &Runner{cfg: cfg}, nil
 }
@@ -121,11 +118,7 @@ func (r *Runner) Run(ctx context.Context, id string, o task.Options) (task.Outco
 	if r.cfg.Docker != nil {
 		return r.runDocker(ctx, id, o)
 	}
-	base := r.cfg.Env
-	if base == nil {
-		base = os.Environ()
-	}
-	env := withoutServiceEnv(base)
+	env := append([]string(nil), r.cfg.Env...)
 	if tok := sessionEnv(ctx, r.cfg.Token, r.cfg.Logger); tok != "" {
 		env = append(env, tok)
 	}
@@ -154,10 +147,8 @@ func (r *Runner) Run(ctx context.Context, id string, o task.Options) (task.Outco
 	}
 	untrack := process.Track(cmd.Process.Pid)
 	defer untrack()
-	defer r.record(id, cmd.Process.Pid, "execute")()
 
 	ev := newEvents(r.cfg.Logger, id, o, true)
-	ev.record = func(pid int) func() { return r.record(id, pid, "task") }
 	defer ev.untrackAll()
 	read := make(chan struct{})
 	go func() {
@@ -167,13 +158,26 @@ func (r *Runner) Run(ctx context.Context, id string, o task.Options) (task.Outco
 
 	waited := make(chan error, 1)
 	go func() { waited <- cmd.Wait() }()
+	tick := time.NewTicker(r.cfg.ProgressInterval)
+	defer tick.Stop()
 	var werr error
-	select {
-	case werr = <-waited:
-	case <-ctx.Done():
-		r.cfg.Logger.Info("aborting the task: SIGTERM to its execute process", "task", id, "pid", cmd.Process.Pid)
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		werr = <-waited
+supervise:
+	for {
+		select {
+		case werr = <-waited:
+			break supervise
+		case <-tick.C:
+			// Progress: this loop runs, the child is alive and its
+			// events are being read (not stuck in a callback).
+			if cmd.Process.Signal(syscall.Signal(0)) == nil && ev.serviced(r.cfg.ProgressInterval) {
+				progress(o)
+			}
+		case <-ctx.Done():
+			r.cfg.Logger.Info("aborting the task: SIGTERM to its execute process", "task", id, "pid", cmd.Process.Pid)
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			werr = <-waited
+			break supervise
+		}
 	}
 	select {
 	case <-read:
@@ -192,19 +196,32 @@ func (r *Runner) Run(ctx context.Context, id string, o task.Options) (task.Outco
 		r.fail(ctx, id, fmt.Sprintf("the execute process ended (%s) without reporting how the task ended", how))
 }
 
+// progress calls o.Progress when it is set.
+func progress(o task.Options) {
+	if o.Progress != nil {
+		o.Progress()
+	}
+}
+
 // events collects what a child reports on its events stream.
 type events struct {
 	log   *slog.Logger
 	id    string
 	o     task.Options
 	track bool // the started pid is in our pid namespace: KillAll may take it down
-	// record, when set, records the task's process group; the func it
-	// returns drops the record.
-	record func(pid int) func()
+
+	busy atomic.Int64 // unix nanos since which a callback runs; 0 = none
 
 	mu      sync.Mutex
 	got     *event
 	untrack []func()
+}
+
+// serviced reports whether the reader is free to read the next event: not
+// inside a callback for longer than limit.
+func (ev *events) serviced(limit time.Duration) bool {
+	b := ev.busy.Load()
+	return b == 0 || time.Since(time.Unix(0, b)) < limit
 }
 
 func newEvents(log *slog.Logger, id string, o task.Options, track bool) *events {
@@ -221,6 +238,7 @@ func (ev *events) read(r io.Reader) {
 			ev.log.Warn("unreadable event from the task child", "task", ev.id, "line", sc.Text())
 			continue
 		}
+		ev.busy.Store(time.Now().UnixNano())
 		switch e.Kind {
 		case "loaded":
 			if ev.o.Loaded != nil {
@@ -232,12 +250,6 @@ func (ev *events) read(r io.Reader) {
 				ev.untrack = append(ev.untrack, process.Track(e.PID))
 				ev.mu.Unlock()
 			}
-			if ev.record != nil {
-				forget := ev.record(e.PID)
-				ev.mu.Lock()
-				ev.untrack = append(ev.untrack, forget)
-				ev.mu.Unlock()
-			}
 			if ev.o.Started != nil {
 				ev.o.Started(e.PID)
 			}
@@ -246,6 +258,7 @@ func (ev *events) read(r io.Reader) {
 			ev.got = &e
 			ev.mu.Unlock()
 		}
+		ev.busy.Store(0)
 	}
 }
 

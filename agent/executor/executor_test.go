@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -214,9 +215,30 @@ func TestOpenReporterBadFD(t *testing.T) {
 	}
 }
 
-func TestChildEnvHasNoServiceManagerVariables(t *testing.T) {
-	got := withoutServiceEnv([]string{"A=1", "NOTIFY_SOCKET=/run/x", "WATCHDOG_USEC=5", "WATCHDOG_PID=1", "LISTEN_FDS=1", "B=2"})
-	if strings.Join(got, " ") != "A=1 B=2" {
-		t.Errorf("env = %q", got)
+func TestProgressWhileTheChildLives(t *testing.T) {
+	t.Parallel()
+	r := newRunner(t, "abort", nil)
+	r.cfg.ProgressInterval = 10 * time.Millisecond
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var beats atomic.Int32
+	var up atomic.Bool // the child handles SIGTERM once it reported its start
+	out, err := r.Run(ctx, "t5", task.Options{Started: func(int) { up.Store(true) }, Progress: func() {
+		if beats.Add(1) >= 3 && up.Load() { // the supervision went round: abort
+			cancel()
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Status != "stopped" {
+		t.Errorf("outcome = %+v; want the child's stopped report", out)
+	}
+	n := beats.Load()
+	if n < 3 {
+		t.Errorf("Progress called %d times, want at least 3", n)
+	}
+	if beats.Load() != n {
+		t.Error("Progress called after Run returned")
 	}
 }

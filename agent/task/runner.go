@@ -105,6 +105,10 @@ type Options struct {
 	// Started is called once the task's process runs (services mode returns
 	// to polling then).
 	Started func(pid int)
+	// Progress, when set, is called every few seconds while the run's
+	// supervision makes progress (agent/executor: the execute child lives
+	// and its events are read); the daemon's watchdog feeds on it.
+	Progress func()
 }
 
 // Outcome says how a run ended.

@@ -89,6 +89,9 @@ type Config struct {
 
 	Notify Notifier    // nil: no notifications
 	Stats  StatsSource // nil: reports without machine stats
+	// Clock reads the time for Healthy and the progress marks; nil =
+	// time.Now (tests pass a fake clock).
+	Clock  func() time.Time
 	Logger *slog.Logger
 	Out    io.Writer // human-readable progress lines ("task X pulled from Y"); nil = none
 }
@@ -105,9 +108,10 @@ type Daemon struct {
 	drainOnce sync.Once
 	drain     chan struct{}
 
-	beat    atomic.Int64 // unix nanos of the loop's last sign of life
-	running atomic.Int32 // tasks running now
-	taken   atomic.Int64 // tasks pulled since start
+	beat     atomic.Int64 // unix nanos of the main loop's last progress
+	reported atomic.Int64 // unix nanos of the report loop's last progress
+	running  atomic.Int32 // tasks running now
+	taken    atomic.Int64 // tasks pulled since start
 
 	mu       sync.Mutex
 	queues   []Queue
@@ -132,8 +136,12 @@ func New(c API, cfg Config) *Daemon {
 	if cfg.Out == nil {
 		cfg.Out = io.Discard
 	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
 	d := &Daemon{c: c, cfg: cfg, log: cfg.Logger, drain: make(chan struct{})}
 	d.Beat()
+	d.reportProgress()
 	return d
 }
 
@@ -155,18 +163,29 @@ func (d *Daemon) draining() bool {
 	}
 }
 
-// Beat records a sign of life of the main loop (also called from the API
-// client's retry hook while the server is unreachable).
-func (d *Daemon) Beat() { d.beat.Store(time.Now().UnixNano()) }
+// Beat records progress of the main loop: a pass of the poll loop, a tick
+// of the supervision of the task it runs (task.Options.Progress), and a
+// retry of a call it waits on (the API client's retry hook while the server
+// is unreachable).
+func (d *Daemon) Beat() { d.beat.Store(d.cfg.Clock().UnixNano()) }
 
-// Healthy reports whether the main loop is alive: it beat recently or a task
-// is running under it. The systemd watchdog is fed only while it is.
+func (d *Daemon) reportProgress() { d.reported.Store(d.cfg.Clock().UnixNano()) }
+
+// reportCallLimit bounds one workers.status_report of the report loop, so
+// that an unreachable server (the client retries for ever) does not stall it.
+const reportCallLimit = time.Minute
+
+// Healthy reports whether the daemon makes progress: the main loop passed,
+// or supervised its task, within 3 poll intervals + 1 min, and the report
+// loop reported (or gave up on a report) within a report interval + 2 min.
+// A running task or service is not progress by itself: a loop stuck behind
+// it is unhealthy. The systemd watchdog is fed only while it is healthy.
 func (d *Daemon) Healthy() bool {
-	if d.running.Load() > 0 {
-		return true
+	now := d.cfg.Clock()
+	if now.Sub(time.Unix(0, d.beat.Load())) >= 3*d.cfg.PollInterval+time.Minute {
+		return false
 	}
-	limit := 3*d.cfg.PollInterval + time.Minute
-	return time.Since(time.Unix(0, d.beat.Load())) < limit
+	return now.Sub(time.Unix(0, d.reported.Load())) < d.cfg.ReportInterval+2*reportCallLimit
 }
 
 // Running returns how many tasks run now.
@@ -486,7 +505,7 @@ func (d *Daemon) runTask(ctx context.Context, id string, q Queue) {
 	d.running.Add(1)
 	defer d.running.Add(-1)
 	d.pulled(ctx, id, q)
-	out, err := d.cfg.Runner.Run(ctx, id, task.Options{FromQueue: true, Loaded: d.loaded(q)})
+	out, err := d.cfg.Runner.Run(ctx, id, task.Options{FromQueue: true, Loaded: d.loaded(q), Progress: d.Beat})
 	d.finished(id, out, err)
 }
 
@@ -510,7 +529,18 @@ func (d *Daemon) startService(ctx context.Context, wg *sync.WaitGroup, id string
 		defer wg.Done()
 		defer d.running.Add(-1)
 		defer svcDone()
-		out, err := r.Run(ctx, id, task.Options{FromQueue: true, Loaded: d.loaded(q), Started: func(int) { once.Do(func() { close(started) }) }})
+		// Until the service's process starts, the main loop waits on its
+		// set-up: the supervision's progress is the loop's. After that the
+		// loop goes back to polling and beats by itself.
+		progress := func() {
+			select {
+			case <-started:
+			default:
+				d.Beat()
+			}
+		}
+		out, err := r.Run(ctx, id, task.Options{FromQueue: true, Loaded: d.loaded(q), Progress: progress,
+			Started: func(int) { once.Do(func() { close(started) }) }})
 		once.Do(func() { close(started) })
 		d.finished(id, out, err)
 	}()
@@ -595,12 +625,16 @@ func (d *Daemon) reportLoop(ctx context.Context) {
 	t := time.NewTimer(min(3*time.Second, d.cfg.ReportInterval))
 	defer t.Stop()
 	for {
+		d.reportProgress()
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		d.report(ctx)
+		d.reportProgress()
+		rctx, cancel := context.WithTimeout(ctx, reportCallLimit)
+		d.report(rctx)
+		cancel()
 		t.Reset(d.cfg.ReportInterval)
 	}
 }
