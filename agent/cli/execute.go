@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -11,6 +12,7 @@ import (
 	"github.com/alecthomas/kingpin/v2"
 
 	"github.com/gpufleet/clearml-agent-go/agent/api"
+	"github.com/gpufleet/clearml-agent-go/agent/config"
 	"github.com/gpufleet/clearml-agent-go/agent/executor"
 	"github.com/gpufleet/clearml-agent-go/agent/task"
 	"github.com/gpufleet/clearml-agent-go/agent/workerid"
@@ -102,38 +104,55 @@ func runExecute(ctx context.Context, g *Globals, f *executeFlags) error {
 	return nil
 }
 
-func execute(ctx context.Context, g *Globals, f *executeFlags, rep *executor.Reporter) (task.Outcome, error) {
-	none := task.Outcome{TaskID: f.id}
+// executeEnv is what both ways of running execute share: the
+// configuration, the logger, the worker id, the API client (logged in unless
+// the daemon handed its session token over) and a state directory.
+type executeEnv struct {
+	cfg      *config.Config
+	log      *slog.Logger
+	wid      string
+	client   *api.Client
+	stateDir string
+	cleanup  func()
+}
+
+func newExecuteEnv(ctx context.Context, g *Globals, f *executeFlags) (*executeEnv, error) {
 	cfg, err := g.LoadConfig()
 	if err != nil {
-		return none, err
+		return nil, err
 	}
-	log := newLogger(g, f.logLevel)
+	e := &executeEnv{cfg: cfg, log: newLogger(g, f.logLevel), wid: f.workerID, stateDir: f.stateDir, cleanup: func() {}}
 	a := cfg.Agent()
-	wid := f.workerID
-	if wid == "" {
-		wid = workerid.For(workerid.Options{WorkerID: a.WorkerID, WorkerName: a.WorkerName, Getenv: g.Getenv, Mode: workerid.Execute})
+	if e.wid == "" {
+		e.wid = workerid.For(workerid.Options{WorkerID: a.WorkerID, WorkerName: a.WorkerName, Getenv: g.Getenv, Mode: workerid.Execute})
 	}
-	client, err := newClient(g, cfg, nil, log)
-	if err != nil {
-		return none, err
+	if e.client, err = newClient(g, cfg, nil, e.log); err != nil {
+		return nil, err
 	}
 	if g.Getenv("CLEARML_AUTH_TOKEN") == "" {
 		// By hand: fail fast on bad credentials. A daemon child starts
 		// with the daemon's session token and needs no login.
-		if _, err := client.Login(ctx); err != nil {
-			return none, err
+		if _, err := e.client.Login(ctx); err != nil {
+			return nil, err
 		}
 	}
-	stateDir := f.stateDir
-	if stateDir == "" {
+	if e.stateDir == "" {
 		dir, err := os.MkdirTemp(g.TempDir(), "clearml-agent-execute-")
 		if err != nil {
-			return none, fmt.Errorf("a private state directory for execute: %w; set TMPDIR to a writable directory", err)
+			return nil, fmt.Errorf("a private state directory for execute: %w; set TMPDIR to a writable directory", err)
 		}
-		stateDir = dir
-		defer os.RemoveAll(stateDir)
+		e.stateDir, e.cleanup = dir, func() { os.RemoveAll(dir) }
 	}
+	return e, nil
+}
+
+func execute(ctx context.Context, g *Globals, f *executeFlags, rep *executor.Reporter) (task.Outcome, error) {
+	none := task.Outcome{TaskID: f.id}
+	e, err := newExecuteEnv(ctx, g, f)
+	if err != nil {
+		return none, err
+	}
+	defer e.cleanup()
 	echo := g.Stdout
 	switch {
 	case f.echoErr:
@@ -146,7 +165,7 @@ func execute(ctx context.Context, g *Globals, f *executeFlags, rep *executor.Rep
 			return none, err
 		}
 	}
-	s := taskSettings(g, cfg, wid, stateDir, gpuEnv(f.gpus, f.cpuOnly || a.CPUOnly), echo, log)
+	s := taskSettings(g, e.cfg, e.wid, e.stateDir, gpuEnv(f.gpus, f.cpuOnly || e.cfg.Agent().CPUOnly), echo, e.log)
 	s.LogLevel = f.logLevel
 	if f.venvsDir != "" {
 		s.VenvsDir = f.venvsDir
@@ -156,44 +175,28 @@ func execute(ctx context.Context, g *Globals, f *executeFlags, rep *executor.Rep
 		o.Loaded = func(t *api.Task) { rep.Loaded(t) }
 		o.Started = rep.Started
 	}
-	return task.NewRunner(client, s).Run(ctx, f.id, o)
+	return task.NewRunner(e.client, s).Run(ctx, f.id, o)
 }
 
 // executeInDocker is `execute --docker` by hand: the same container a daemon
 // in docker mode would start, with the task's output on stderr.
 func executeInDocker(ctx context.Context, g *Globals, f *executeFlags, _ *executor.Reporter) (task.Outcome, error) {
 	none := task.Outcome{TaskID: f.id}
-	cfg, err := g.LoadConfig()
+	e, err := newExecuteEnv(ctx, g, f)
 	if err != nil {
 		return none, err
 	}
-	log := newLogger(g, f.logLevel)
-	a := cfg.Agent()
-	wid := f.workerID
-	if wid == "" {
-		wid = workerid.For(workerid.Options{WorkerID: a.WorkerID, WorkerName: a.WorkerName, Getenv: g.Getenv, Mode: workerid.Execute})
-	}
-	client, err := newClient(g, cfg, nil, log)
-	if err != nil {
-		return none, err
-	}
-	if _, err := client.Login(ctx); err != nil {
-		return none, err
-	}
-	stateDir, err := os.MkdirTemp(g.TempDir(), "clearml-agent-execute-")
-	if err != nil {
-		return none, fmt.Errorf("a private state directory for execute: %w; set TMPDIR to a writable directory", err)
-	}
-	defer os.RemoveAll(stateDir)
-	dc, connect, err := newDockerConfig(g, cfg, dockerMode{cli: f.docker, workerID: wid, gpus: f.gpus, cpuOnly: f.cpuOnly || a.CPUOnly,
-		logLevel: f.logLevel, stateDir: stateDir, echo: true}, log)
+	defer e.cleanup()
+	dc, connect, err := newDockerConfig(g, e.cfg, dockerMode{cli: f.docker, workerID: e.wid, gpus: f.gpus,
+		cpuOnly: f.cpuOnly || e.cfg.Agent().CPUOnly, logLevel: f.logLevel, stateDir: e.stateDir, echo: true}, e.log)
 	if err != nil {
 		return none, err
 	}
 	if _, err := connect(ctx); err != nil {
 		return none, err
 	}
-	r, err := executor.New(executor.Config{WorkerID: wid, Token: client.Token, API: client, Editor: client, Stderr: g.Stderr, Logger: log, Docker: dc})
+	r, err := executor.New(executor.Config{WorkerID: e.wid, Token: e.client.Token, API: e.client, Editor: e.client,
+		Stderr: g.Stderr, Logger: e.log, Docker: dc})
 	if err != nil {
 		return none, err
 	}
