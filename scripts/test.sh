@@ -34,6 +34,11 @@ if [ "$(id -u)" = 0 ]; then
 fi
 echo "== go test -race (unit)"
 go test -race -count=1 -timeout 15m ./...
+echo "== go test -fuzz (each parser of user input, briefly: no panics, one-line errors)"
+for target in ./agent/config:FuzzParse ./agent/gpu:FuzzParseAssignment ./agent/docker:FuzzParseArgs \
+              ./agent/docker:FuzzEnvFile ./agent/process:FuzzSplitter; do
+  go test -run '^$' -fuzz "^${target#*:}\$" -fuzztime "${FUZZTIME:-5s}" "${target%%:*}"
+done
 if [ "$(id -u)" = 0 ]; then
   echo "== go test -race (integration: real systemd in nspawn, ...)"
   go test -race -count=1 -timeout 20m -tags integration -run "^TestIntegration" ./...

@@ -178,7 +178,7 @@ func runDaemon(ctx context.Context, g *Globals, f *daemonFlags) error {
 	// polls, supervises, forwards aborts and reports.
 	ecfg := executor.Config{
 		GlobalArgs: childGlobalArgs(g), Args: childArgs(f, stateDir), Env: childEnv(g.Env), WorkerID: wid,
-		Token: client.Token, API: client, Editor: client, Stderr: g.Stderr, Logger: log,
+		Token: client.Token, API: client, Editor: client, Stderr: g.Stderr, Logger: log, Groups: inst.Groups(),
 	}
 	var preflight func(context.Context) error
 	var runner *executor.Runner
@@ -216,6 +216,11 @@ func runDaemon(ctx context.Context, g *Globals, f *daemonFlags) error {
 	runner, err = executor.New(ecfg)
 	if err != nil {
 		return err
+	}
+	// Task processes an earlier run of this worker left running (killed by
+	// the watchdog or SIGKILL) end before this one takes work.
+	if err := runner.EndOrphans(ctx, inst.Groups(), instance.OrphanReason); err != nil {
+		return fmt.Errorf("ending the task processes of an earlier run of worker %s: %w", wid, err)
 	}
 	venvsDir := agentCfg.VenvsDir
 

@@ -545,6 +545,10 @@ func (c *Config) resolveValue(v Value, depth int) (Value, bool, error) {
 			}
 			b.WriteString(rest[:i])
 			j := strings.Index(rest[i:], substClose)
+			if j < 0 { // a stray marker byte from the input, not a substitution
+				b.WriteString(rest[i:])
+				break
+			}
 			ref := rest[i+1 : i+j]
 			rest = rest[i+j+1:]
 			r, keep, err := c.lookupSubst(ref, depth)

@@ -3,6 +3,7 @@ package docker
 import (
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -204,7 +205,7 @@ func ParseArgs(argv []string, src ArgSource) ([]Arg, error) {
 }
 
 func unsupported(name, tok string, src ArgSource) error {
-	return fmt.Errorf("docker argument %q in %s: %s is not supported in docker mode; %s (supported: %s)", tok, src.Name, name, src.Fix, supportedList())
+	return fmt.Errorf("docker argument %q in %s: %s is not supported in docker mode; %s (supported: %s)", tok, src.Name, printable(name), src.Fix, supportedList())
 }
 
 func parseSwitch(v string) (string, bool) {
@@ -233,4 +234,13 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// printable is s as it is, or quoted when it holds control characters, so
+// that a message stays on one line.
+func printable(s string) string {
+	if strings.IndexFunc(s, func(r rune) bool { return r < ' ' || r == 0x7f }) >= 0 {
+		return strconv.Quote(s)
+	}
+	return s
 }

@@ -35,7 +35,7 @@ type Config struct {
 	Binary     string   // the clearml-agent binary; "" = this executable
 	GlobalArgs []string // flags before "execute", e.g. --config-file F
 	Args       []string // flags after "execute --id T", e.g. --gpus 0 --log-level INFO
-	Env        []string // the child's environment; CLEARML_AUTH_TOKEN is set from Token
+	Env        []string // the child's environment (nil: this process's); CLEARML_AUTH_TOKEN is set from Token; NOTIFY_SOCKET, WATCHDOG_* and LISTEN_* are left out
 	WorkerID   string   // the worker the task runs under (execute --worker-id)
 
 	// Token returns the daemon's session token for the child; nil (or an
@@ -45,6 +45,11 @@ type Config struct {
 	API    API
 	Stderr io.Writer // the child's own messages (not the task's output); nil discards
 	Logger *slog.Logger
+
+	// Groups, when set, records the process groups of each execute child and
+	// of its task while they run (agent/instance.Groups), so that the next
+	// start of the agent can end what a killed agent left behind.
+	Groups Recorder
 
 	// ProgressInterval is how often task.Options.Progress is called while
 	// a child is supervised; 0 = 5 s.
@@ -57,6 +62,12 @@ type Config struct {
 	Editor interface {
 		EditTask(ctx context.Context, req api.EditTaskRequest) (api.Updated, error)
 	}
+}
+
+// Recorder records a process group led by pgid for a task until remove is
+// called.
+type Recorder interface {
+	Add(taskID string, pgid int, role string) (remove func(), err error)
 }
 
 // Runner runs each task in its own `clearml-agent execute` child. It
@@ -118,7 +129,11 @@ func (r *Runner) Run(ctx context.Context, id string, o task.Options) (task.Outco
 	if r.cfg.Docker != nil {
 		return r.runDocker(ctx, id, o)
 	}
-	env := append([]string(nil), r.cfg.Env...)
+	base := r.cfg.Env
+	if base == nil {
+		base = os.Environ()
+	}
+	env := withoutServiceEnv(base)
 	if tok := sessionEnv(ctx, r.cfg.Token, r.cfg.Logger); tok != "" {
 		env = append(env, tok)
 	}
@@ -147,8 +162,10 @@ func (r *Runner) Run(ctx context.Context, id string, o task.Options) (task.Outco
 	}
 	untrack := process.Track(cmd.Process.Pid)
 	defer untrack()
+	defer r.record(id, cmd.Process.Pid, "execute")()
 
 	ev := newEvents(r.cfg.Logger, id, o, true)
+	ev.record = func(pid int) func() { return r.record(id, pid, "task") }
 	defer ev.untrackAll()
 	read := make(chan struct{})
 	go func() {
@@ -209,6 +226,9 @@ type events struct {
 	id    string
 	o     task.Options
 	track bool // the started pid is in our pid namespace: KillAll may take it down
+	// record, when set, records the task's process group; the func it
+	// returns drops the record.
+	record func(pid int) func()
 
 	busy atomic.Int64 // unix nanos since which a callback runs; 0 = none
 
@@ -248,6 +268,12 @@ func (ev *events) read(r io.Reader) {
 			if ev.track {
 				ev.mu.Lock()
 				ev.untrack = append(ev.untrack, process.Track(e.PID))
+				ev.mu.Unlock()
+			}
+			if ev.record != nil {
+				forget := ev.record(e.PID)
+				ev.mu.Lock()
+				ev.untrack = append(ev.untrack, forget)
 				ev.mu.Unlock()
 			}
 			if ev.o.Started != nil {

@@ -242,3 +242,10 @@ func TestProgressWhileTheChildLives(t *testing.T) {
 		t.Error("Progress called after Run returned")
 	}
 }
+
+func TestChildEnvHasNoServiceManagerVariables(t *testing.T) {
+	got := withoutServiceEnv([]string{"A=1", "NOTIFY_SOCKET=/run/x", "WATCHDOG_USEC=5", "WATCHDOG_PID=1", "LISTEN_FDS=1", "B=2"})
+	if strings.Join(got, " ") != "A=1 B=2" {
+		t.Errorf("env = %q", got)
+	}
+}

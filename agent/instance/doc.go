@@ -9,12 +9,16 @@
 //
 // It must not: talk to the ClearML server, parse command-line flags or
 // clearml.conf (callers pass the values), or kill anything it did not find
-// through a live lock in the state directory.
+// through a live lock in the state directory or a process group record
+// whose leader (or, with the leader gone, every member) matches it.
 //
 // Files in the state directory, per worker id (escaped for a file name):
 //
 //	<id>.lock   flock held by the running agent; the kernel drops it on exit or crash
 //	<id>.pid    JSON {pid, worker_id, slot, started, log_file}, written atomically
 //	<id>.log    stdout/stderr of an agent started with --detached
+//	<id>.groups JSON {worker_id, groups: [{task_id, pgid, start, role, ended}]}:
+//	            the process groups of the running tasks, written atomically,
+//	            removed when empty (Groups, EndLeftovers, EndOrphans)
 //	.lock       short-lived lock serialising start-up, listing and clean-up
 package instance

@@ -15,5 +15,22 @@
 // once it has sent WATCHDOG=1, a longer silence (a frozen or deadlocked
 // agent) gets its process group SIGKILLed and it is restarted like a crash.
 //
+// A task leads its own process group (and so does the execute child that
+// runs it), so killing an agent does not end its tasks; the agent records
+// those groups in its state directory (agent/instance Groups). Before each
+// start of a child, and after a third signal, the supervisor ends the
+// recorded groups a dead run left running (checking each is still the
+// recorded one), and the restarted agent marks their tasks failed with
+// instance.OrphanReason. A child subreaper (PR_SET_CHILD_SUBREAPER) was not
+// used: it would cover only this supervisor, not an agent restarted by hand
+// or by --detached, and an orphan reparented to it no longer says which
+// agent it belonged to. Under systemd the unit's cgroup does the same
+// (KillMode=mixed: whatever is left when the main process dies is killed
+// before the restart).
+//
+// Notify messages are accepted only from the agent's own pid (SO_PASSCRED,
+// like NotifyAccess=main); a message from a task or any other process is
+// ignored, and logged once per child.
+//
 // It owns child processes only: it must not render configs or units.
 package supervise

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/gpufleet/clearml-agent-go/agent/instance"
 )
 
 // Child is one supervised agent.
@@ -26,6 +28,26 @@ type Child struct {
 	// than Watchdog gets its process group SIGKILLed and it is restarted.
 	// A child that never sends WATCHDOG=1 is never killed for silence.
 	Watchdog time.Duration
+	// StateDir is the agent's state directory (agent/instance); "" is the
+	// last CLEARML_AGENT_STATE_DIR in Env. Before each start, and after the
+	// child was killed for good, the task process groups a dead run of the
+	// agent recorded there and left running are ended (the restarted agent
+	// then marks their tasks failed).
+	StateDir string
+}
+
+// stateDir is c.StateDir or the CLEARML_AGENT_STATE_DIR of its environment.
+func (c Child) stateDir() string {
+	if c.StateDir != "" {
+		return c.StateDir
+	}
+	d := ""
+	for _, kv := range c.Env {
+		if v, ok := strings.CutPrefix(kv, instance.EnvStateDir+"="); ok {
+			d = v
+		}
+	}
+	return d
 }
 
 // Options configure Run. Zero durations get the defaults.
@@ -59,6 +81,10 @@ type watch struct {
 	pinged   bool      // WATCHDOG=1 seen since the current start
 	last     time.Time // last WATCHDOG=1 (or the start)
 	timedOut bool      // the watchdog killed the current process
+
+	pid     int          // the running agent's pid, 0 between runs
+	past    map[int]bool // pids of earlier runs: their late messages are dropped quietly
+	foreign bool         // a message from another process was logged
 }
 
 func (s *supervisor) printf(name, format string, args ...any) {
@@ -119,6 +145,11 @@ func Run(ctx context.Context, opts Options, signals <-chan os.Signal) error {
 			return fmt.Errorf("supervise: %s: notify socket: %v", c.Name, err)
 		}
 		defer conn.Close()
+		if err := passCred(conn); err != nil {
+			s.halt(syscall.SIGKILL)
+			wg.Wait()
+			return fmt.Errorf("supervise: %s: notify socket: SO_PASSCRED: %v", c.Name, err)
+		}
 		go s.readNotify(c.Name, conn)
 		wg.Add(1)
 		go func() {
@@ -137,6 +168,7 @@ func Run(ctx context.Context, opts Options, signals <-chan os.Signal) error {
 		case <-ctx.Done():
 			s.halt(syscall.SIGKILL)
 			<-done
+			s.endOrphans()
 			return ctx.Err()
 		case sig := <-signals:
 			n++
@@ -151,6 +183,7 @@ func Run(ctx context.Context, opts Options, signals <-chan os.Signal) error {
 				s.printf("supervisor", "got %v a third time: killing every agent", sig)
 				s.halt(syscall.SIGKILL)
 				<-done
+				s.endOrphans()
 				return ErrKilled
 			}
 		}
@@ -170,9 +203,30 @@ func (s *supervisor) halt(sig syscall.Signal) {
 	}
 }
 
+// endOrphans ends the task process groups that the (dead) agents recorded
+// and left running, in every child's state directory.
+func (s *supervisor) endOrphans() {
+	for _, c := range s.opts.Children {
+		s.endOrphansOf(c)
+	}
+}
+
+func (s *supervisor) endOrphansOf(c Child) {
+	dir := c.stateDir()
+	if dir == "" {
+		return
+	}
+	if _, err := instance.EndOrphans(dir, func(m string) { s.printf(c.Name, "%s", m) }); err != nil {
+		s.printf(c.Name, "could not end the task processes its last run left: %v", err)
+	}
+}
+
 func (s *supervisor) loop(c Child, sock string) {
 	backoff := s.opts.MinBackoff
 	for {
+		// Task processes of a run that died (watchdog, SIGKILL, crash)
+		// would keep their GPUs while the new run takes work.
+		s.endOrphansOf(c)
 		cmd := exec.Command(c.Argv[0], c.Argv[1:]...)
 		cmd.Env = append(withoutNotify(c.Env), "NOTIFY_SOCKET="+sock)
 		if c.Watchdog > 0 {
@@ -193,7 +247,8 @@ func (s *supervisor) loop(c Child, sock string) {
 		started := time.Now()
 		if err == nil {
 			s.procs[c.Name] = cmd.Process
-			*s.watches[c.Name] = watch{last: started}
+			w := s.watches[c.Name]
+			*w = watch{last: started, pid: cmd.Process.Pid, past: w.past, foreign: w.foreign}
 		}
 		s.mu.Unlock()
 		if err != nil {
@@ -208,6 +263,12 @@ func (s *supervisor) loop(c Child, sock string) {
 			close(exited)
 			s.mu.Lock()
 			delete(s.procs, c.Name)
+			if w := s.watches[c.Name]; w.pid != 0 {
+				if w.past == nil {
+					w.past = map[int]bool{}
+				}
+				w.past[w.pid], w.pid = true, 0
+			}
 			stopped := s.stopped
 			timedOut := s.watches[c.Name].timedOut
 			s.mu.Unlock()
@@ -282,13 +343,72 @@ func exitText(err error) string {
 	return err.Error()
 }
 
-// readNotify prints READY/STATUS/STOPPING messages of one child.
+// passCred turns on SO_PASSCRED, so that every message carries its
+// sender's pid.
+func passCred(conn *net.UnixConn) error {
+	raw, err := conn.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_PASSCRED, 1)
+	}); err != nil {
+		return err
+	}
+	return serr
+}
+
+// senderPID is the pid in the SCM_CREDENTIALS of oob, 0 if none.
+func senderPID(oob []byte) int {
+	msgs, err := syscall.ParseSocketControlMessage(oob)
+	if err != nil {
+		return 0
+	}
+	for i := range msgs {
+		if cred, err := syscall.ParseUnixCredentials(&msgs[i]); err == nil {
+			return int(cred.Pid)
+		}
+	}
+	return 0
+}
+
+// fromAgent reports whether a message from pid is the running agent's (like
+// systemd's NotifyAccess=main): a task, or any other process that found the
+// socket, must not report READY or feed the watchdog for the agent. The
+// first foreign message of each child is logged; late messages of an earlier
+// run of the agent are dropped quietly.
+func (s *supervisor) fromAgent(name string, pid int) bool {
+	s.mu.Lock()
+	w := s.watches[name]
+	if w == nil || (pid != 0 && pid == w.pid) {
+		s.mu.Unlock()
+		return w != nil
+	}
+	log := !w.past[pid] && !w.foreign
+	if log {
+		w.foreign = true
+	}
+	agent := w.pid
+	s.mu.Unlock()
+	if log {
+		s.printf(name, "ignoring notify messages from pid %d: only the agent (pid %d) may send them (logged once)", pid, agent)
+	}
+	return false
+}
+
+// readNotify prints READY/STATUS/STOPPING messages of one child and feeds
+// its watchdog; messages from any process but the agent are ignored.
 func (s *supervisor) readNotify(name string, conn *net.UnixConn) {
 	buf := make([]byte, 4096)
+	oob := make([]byte, syscall.CmsgSpace(syscall.SizeofUcred))
 	for {
-		n, err := conn.Read(buf)
+		n, oobn, _, _, err := conn.ReadMsgUnix(buf, oob)
 		if err != nil {
 			return
+		}
+		if !s.fromAgent(name, senderPID(oob[:oobn])) {
+			continue
 		}
 		for _, line := range strings.Split(string(buf[:n]), "\n") {
 			k, v, _ := strings.Cut(line, "=")

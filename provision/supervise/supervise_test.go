@@ -57,6 +57,14 @@ func fakeAgent(mode string) int {
 		for range terms {
 			logf("ignored")
 		}
+	case "foreign":
+		logf("sock=" + os.Getenv("NOTIFY_SOCKET"))
+		<-terms
+		if c, err := net.Dial("unixgram", os.Getenv("NOTIFY_SOCKET")); err == nil {
+			c.Write([]byte("STATUS=bye"))
+			c.Close()
+		}
+		return 0
 	case "freeze", "quiet":
 		logf("watchdog_usec=" + os.Getenv("WATCHDOG_USEC"))
 		usec, _ := strconv.Atoi(os.Getenv("WATCHDOG_USEC"))
@@ -242,6 +250,50 @@ func TestNoWatchdogNoEnv(t *testing.T) {
 	sigs <- syscall.SIGTERM
 	if err := <-errc; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Notify messages from any process but the agent (here the test itself)
+// are ignored, and logged once.
+func TestNotifyFromOtherPIDIgnored(t *testing.T) {
+	c, log := child(t, "gpu0", "foreign")
+	out := &syncBuf{}
+	sigs := make(chan os.Signal, 1)
+	errc := make(chan error, 1)
+	go func() { errc <- Run(t.Context(), Options{Children: []Child{c}, Out: out}, sigs) }()
+	var sock string
+	waitFor(t, "the socket path", func() bool {
+		for _, l := range strings.Split(must(os.ReadFile(log)), "\n") {
+			if v, ok := strings.CutPrefix(l, "sock="); ok {
+				sock = v
+			}
+		}
+		return sock != "" && strings.Contains(out.String(), "gpu0: ready")
+	})
+	send := func(msg string) {
+		conn, err := net.Dial("unixgram", sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		if _, err := conn.Write([]byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send("STATUS=forged\nREADY=1")
+	waitFor(t, "the foreign message logged", func() bool { return strings.Contains(out.String(), "ignoring notify messages from pid") })
+	send("STATUS=forged again\nWATCHDOG=1")
+	sigs <- syscall.SIGTERM
+	waitFor(t, "the agent's last status", func() bool { return strings.Contains(out.String(), `gpu0: status "bye"`) })
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	s := out.String()
+	if n := strings.Count(s, "ignoring notify messages from pid "+strconv.Itoa(os.Getpid())); n != 1 {
+		t.Errorf("foreign sender logged %d times, want once:\n%s", n, s)
+	}
+	if strings.Contains(s, "forged") || strings.Count(s, "gpu0: ready") != 1 {
+		t.Errorf("a foreign message was acted on:\n%s", s)
 	}
 }
 

@@ -1,0 +1,28 @@
+package gpu
+
+import (
+	"strings"
+	"testing"
+)
+
+// FuzzParseAssignment: any --gpus value and --gpus-per-agent give agents or
+// a one-line error naming the value; no panic.
+func FuzzParseAssignment(f *testing.F) {
+	for _, s := range []string{"0", "0,1", "0,1+2,3", "0-3", "0:1,0:2", "all", "GPU-02cca6e6-1111-2222-3333-444455556666", "MIG-x", "3-1", "+", ",,", "0-999999999999"} {
+		f.Add(s, 1)
+	}
+	f.Add("0,1,2,3", 2)
+	f.Add("0,1,2", -1)
+	f.Fuzz(func(t *testing.T, spec string, perAgent int) {
+		as, _, err := ParseAssignment(spec, perAgent%64, nil)
+		if err != nil {
+			if strings.Contains(err.Error(), "\n") {
+				t.Fatalf("error is not one line: %q", err)
+			}
+			return
+		}
+		if len(as) == 0 {
+			t.Fatalf("no agents and no error for %q", spec)
+		}
+	})
+}
