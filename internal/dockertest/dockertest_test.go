@@ -1,13 +1,12 @@
 package dockertest
 
 import (
+	"github.com/gpufleet/clearml-agent-go/internal/testenv"
+
 	"debug/elf"
-	"fmt"
 	"os/exec"
-	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -111,49 +110,21 @@ func TestRemoveContainersOnCleanup(t *testing.T) {
 	}
 }
 
-// fakeTB records Skip and Fatal instead of reporting them, and ends the
-// goroutine as they do.
-type fakeTB struct {
-	testing.TB
-	mu            sync.Mutex
-	skip, fatal   string
-	skipped, fail bool
-}
-
-func (f *fakeTB) Skip(args ...any) {
-	f.mu.Lock()
-	f.skipped, f.skip = true, fmt.Sprint(args...)
-	f.mu.Unlock()
-	runtime.Goexit()
-}
-
-func (f *fakeTB) Fatalf(format string, args ...any) {
-	f.mu.Lock()
-	f.fail, f.fatal = true, fmt.Sprintf(format, args...)
-	f.mu.Unlock()
-	runtime.Goexit()
-}
-
 // TestNoEngine: without an engine a test skips locally and fails under
 // CI=true.
 func TestNoEngine(t *testing.T) {
 	t.Setenv("DOCKER_HOST", "unix:///nonexistent/clearml-test-docker.sock")
 	for _, ci := range []string{"", "true"} {
 		t.Setenv("CI", ci)
-		f := &fakeTB{TB: t}
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			Engine(f)
-		}()
-		<-done
+		f := &testenv.Recorder{TB: t}
+		f.Run(func(tb testing.TB) { Engine(tb) })
 		switch {
-		case ci == "" && (!f.skipped || f.fail):
-			t.Errorf("CI unset: skipped %v, failed %v (%s); want a skip", f.skipped, f.fail, f.fatal)
-		case ci == "true" && (!f.fail || f.skipped):
-			t.Errorf("CI=true: skipped %v (%s), failed %v; want a failure", f.skipped, f.skip, f.fail)
+		case ci == "" && (!f.DidSkip || f.DidFail):
+			t.Errorf("CI unset: skipped %v, failed %v (%s); want a skip", f.DidSkip, f.DidFail, f.Msg)
+		case ci == "true" && (!f.DidFail || f.DidSkip):
+			t.Errorf("CI=true: skipped %v (%s), failed %v; want a failure", f.DidSkip, f.Msg, f.DidFail)
 		}
-		msg := f.skip + f.fatal
+		msg := f.Msg
 		if !strings.Contains(msg, "scripts/test-dockerd.sh start") || !strings.Contains(msg, "nonexistent") {
 			t.Errorf("message %q does not name the socket and the fix", msg)
 		}

@@ -4,6 +4,8 @@ package podmantest
 // docker mode end to end, against podman's Docker-compatible API.
 
 import (
+	"github.com/gpufleet/clearml-agent-go/internal/testenv"
+
 	"bytes"
 	"context"
 	"fmt"
@@ -12,7 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -332,29 +333,6 @@ func TestPodmanDockerMode(t *testing.T) {
 	}
 }
 
-// fakeTB records Skip and Fatalf instead of reporting them, and ends the
-// goroutine as they do.
-type fakeTB struct {
-	testing.TB
-	mu            sync.Mutex
-	msg           string
-	skipped, fail bool
-}
-
-func (f *fakeTB) Skip(args ...any) {
-	f.mu.Lock()
-	f.skipped, f.msg = true, fmt.Sprint(args...)
-	f.mu.Unlock()
-	runtime.Goexit()
-}
-
-func (f *fakeTB) Fatalf(format string, args ...any) {
-	f.mu.Lock()
-	f.fail, f.msg = true, fmt.Sprintf(format, args...)
-	f.mu.Unlock()
-	runtime.Goexit()
-}
-
 // TestNoPodman: without a podman service a test skips locally and fails
 // under CI=true, naming the socket and the fix; missing() names the
 // packages to install and the need for root.
@@ -362,21 +340,16 @@ func TestNoPodman(t *testing.T) {
 	t.Setenv("CLEARML_TEST_PODMAN_HOST", "unix:///nonexistent/clearml-test-podman.sock")
 	for _, ci := range []string{"", "true"} {
 		t.Setenv("CI", ci)
-		f := &fakeTB{TB: t}
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			Engine(f)
-		}()
-		<-done
+		f := &testenv.Recorder{TB: t}
+		f.Run(func(tb testing.TB) { Engine(tb) })
 		switch {
-		case ci == "" && (!f.skipped || f.fail):
-			t.Errorf("CI unset: skipped %v, failed %v (%s); want a skip", f.skipped, f.fail, f.msg)
-		case ci == "true" && (!f.fail || f.skipped):
-			t.Errorf("CI=true: skipped %v, failed %v (%s); want a failure", f.skipped, f.fail, f.msg)
+		case ci == "" && (!f.DidSkip || f.DidFail):
+			t.Errorf("CI unset: skipped %v, failed %v (%s); want a skip", f.DidSkip, f.DidFail, f.Msg)
+		case ci == "true" && (!f.DidFail || f.DidSkip):
+			t.Errorf("CI=true: skipped %v, failed %v (%s); want a failure", f.DidSkip, f.DidFail, f.Msg)
 		}
-		if !strings.Contains(f.msg, "nonexistent") || !strings.Contains(f.msg, "podman system service") {
-			t.Errorf("message %q does not name the socket and the fix", f.msg)
+		if !strings.Contains(f.Msg, "nonexistent") || !strings.Contains(f.Msg, "podman system service") {
+			t.Errorf("message %q does not name the socket and the fix", f.Msg)
 		}
 	}
 

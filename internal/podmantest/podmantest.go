@@ -25,6 +25,8 @@
 package podmantest
 
 import (
+	"github.com/gpufleet/clearml-agent-go/internal/testenv"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -101,7 +103,7 @@ func Engine(t testing.TB) string {
 	defer c.Close()
 	if !answers(t.Context(), c) {
 		if host != Host {
-			skipOrFail(t, fmt.Sprintf("podmantest: nothing answers at CLEARML_TEST_PODMAN_HOST=%s; start podman's service there "+
+			testenv.Missing(t, "%s", fmt.Sprintf("podmantest: nothing answers at CLEARML_TEST_PODMAN_HOST=%s; start podman's service there "+
 				"(podman system service --time=0 %s) or unset the variable", host, host))
 		}
 		if err := startService(t, c); err != nil {
@@ -111,7 +113,7 @@ func Engine(t testing.TB) string {
 	if err := ensureBusybox(t.Context(), c); err != nil {
 		var fix needsFix
 		if errors.As(err, &fix) {
-			skipOrFail(t, err.Error())
+			testenv.Missing(t, "%s", err.Error())
 		}
 		t.Fatalf("podmantest: %v", err)
 	}
@@ -122,15 +124,6 @@ func Engine(t testing.TB) string {
 type needsFix struct{ msg string }
 
 func (e needsFix) Error() string { return e.msg }
-
-// skipOrFail skips t with msg, or fails it when CI=true.
-func skipOrFail(t testing.TB, msg string) {
-	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s (CI=true: a missing prerequisite fails instead of skipping)", msg)
-	}
-	t.Skip(msg)
-}
 
 func answers(ctx context.Context, c *client.Client) bool {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -161,7 +154,7 @@ func missing(euid int) string {
 func startService(t testing.TB, c *client.Client) error {
 	t.Helper()
 	if msg := missing(os.Geteuid()); msg != "" {
-		skipOrFail(t, msg)
+		testenv.Missing(t, "%s", msg)
 	}
 	podman, err := exec.LookPath("podman")
 	if err != nil {

@@ -7,8 +7,11 @@
 package testenv
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
+	"sync"
 	"testing"
 )
 
@@ -31,4 +34,41 @@ func Missing(t testing.TB, format string, args ...any) {
 		return
 	}
 	t.Skipf(format, args...)
+}
+
+// Recorder is a testing.TB for tests of helpers that call Missing: Skipf and
+// Fatalf record the message and end the calling goroutine, as the real ones
+// do (run the helper in its own goroutine). Other methods go to the embedded
+// TB.
+type Recorder struct {
+	testing.TB
+	mu              sync.Mutex
+	Msg             string
+	DidSkip, DidFail bool
+}
+
+// Skipf records a skip and ends the goroutine.
+func (r *Recorder) Skipf(format string, args ...any) {
+	r.mu.Lock()
+	r.DidSkip, r.Msg = true, fmt.Sprintf(format, args...)
+	r.mu.Unlock()
+	runtime.Goexit()
+}
+
+// Fatalf records a failure and ends the goroutine.
+func (r *Recorder) Fatalf(format string, args ...any) {
+	r.mu.Lock()
+	r.DidFail, r.Msg = true, fmt.Sprintf(format, args...)
+	r.mu.Unlock()
+	runtime.Goexit()
+}
+
+// Run calls fn with r in a new goroutine and waits for it to end.
+func (r *Recorder) Run(fn func(testing.TB)) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		fn(r)
+	}()
+	<-done
 }
