@@ -42,8 +42,8 @@ func Missing(t testing.TB, format string, args ...any) {
 // TB.
 type Recorder struct {
 	testing.TB
-	mu              sync.Mutex
-	Msg             string
+	mu               sync.Mutex
+	Msg              string
 	DidSkip, DidFail bool
 }
 
