@@ -26,6 +26,7 @@ func TestIntegrationNspawn(t *testing.T) {
 	srv.CreateQueue("gpu")
 	drainQ := srv.CreateQueue("gpu0")
 	srv.CreateQueue("services")
+	frozenQ := srv.CreateQueue("gpu1")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -70,7 +71,7 @@ func TestIntegrationNspawn(t *testing.T) {
 
 	provision := []string{"agent-provision", "--gpus", "0,1", "--services-agent", "--queue", "gpu",
 		"--api-host", "http://" + ln.Addr().String(), "--access-key", "AKEY", "--secret-key", "SKEY",
-		"--agent-queues", "gpu0=gpu,gpu0", "--watchdog-sec", "5", "--wait", "90s"}
+		"--agent-queues", "gpu0=gpu,gpu0", "--agent-queues", "gpu1=gpu1", "--watchdog-sec", "5", "--wait", "90s"}
 	out, err := m.Exec(ctx, provision...)
 	t.Logf("agent-provision:\n%s", out)
 	if err != nil {
@@ -108,13 +109,38 @@ func TestIntegrationNspawn(t *testing.T) {
 	sh("systemctl", "kill", "-s", "KILL", units[0])
 	waitActiveNewPID(units[0], pid, 60*time.Second)
 
-	// A frozen agent misses its watchdog and is restarted.
+	// A frozen agent misses its watchdog and is restarted; the task it ran
+	// does not run on without it: it ends with a reason on the server.
+	frozen := srv.CreateTask(api.Task{Name: "frozen", Type: "training", Script: &api.Script{
+		EntryPoint: "long.sh", Binary: "bash", Diff: "echo \"started $CLEARML_TASK_ID\"\nsleep 600\n"}})
+	if err := srv.Enqueue(frozen, frozenQ); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(60 * time.Second)
+	for !taskLogHas(srv, frozen, "started "+frozen) {
+		if time.Now().After(deadline) {
+			t.Fatalf("task on gpu1 did not start: %q\n%s", srv.Task(frozen).Status, m.Journal(units[1]))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	pid = show(units[1], "MainPID")
-	sh("systemctl", "kill", "-s", "STOP", units[1])
+	sh("systemctl", "kill", "-s", "STOP", "--kill-whom=main", units[1])
 	waitActiveNewPID(units[1], pid, 90*time.Second)
 	if j := m.Journal(units[1]); !strings.Contains(j, "atchdog") {
 		t.Errorf("journal of %s does not mention the watchdog:\n%s", units[1], j)
 	}
+	deadline = time.Now().Add(60 * time.Second)
+	for st := srv.Task(frozen).Status; st != api.StatusStopped && st != api.StatusFailed; st = srv.Task(frozen).Status {
+		if time.Now().After(deadline) {
+			t.Fatalf("the frozen agent's task is %q after the watchdog restart, want stopped or failed\n%s", st, m.Journal(units[1]))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	tk := srv.Task(frozen)
+	if tk.StatusReason == "" {
+		t.Errorf("the frozen agent's task is %s without a reason", tk.Status)
+	}
+	t.Logf("after the watchdog restart the task that ran is %s: %q", tk.Status, tk.StatusReason)
 
 	// Re-provisioning with the same inputs changes nothing.
 	pids := map[string]string{}
@@ -210,4 +236,13 @@ chown -R clearml:clearml /srv/tasks`)
 	if left, _ := m.Exec(ctx, "sh", "-c", "ls -d /etc/clearml-agent /etc/systemd/system/clearml-agent* /etc/systemd/system/*/clearml-agent* /usr/lib/sysusers.d/clearml-agent.conf 2>/dev/null"); strings.TrimSpace(left) != "" {
 		t.Errorf("files left after remove:\n%s", left)
 	}
+}
+
+func taskLogHas(srv *emulator.Server, id, text string) bool {
+	for _, e := range srv.TaskLog(id) {
+		if strings.Contains(e.Msg, text) {
+			return true
+		}
+	}
+	return false
 }
