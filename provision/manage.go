@@ -1,7 +1,6 @@
 package provision
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gpufleet/clearml-agent-go/agent/config"
+	"github.com/gpufleet/clearml-agent-go/internal/credfile"
 	"github.com/gpufleet/clearml-agent-go/provision/systemd"
 	"github.com/gpufleet/clearml-agent-go/unitgen"
 )
@@ -129,38 +129,8 @@ func dash(s string) string {
 	return s
 }
 
-// ReadEnvFile parses a unitgen environment file (KEY=VALUE, values bare or
-// double-quoted with \ escapes).
-func ReadEnvFile(file string) (map[string]string, error) {
-	data, err := os.ReadFile(file)
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %v", file, err)
-	}
-	env := map[string]string{}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || line[0] == '#' || line[0] == ';' {
-			continue
-		}
-		k, v, ok := strings.Cut(line, "=")
-		if !ok {
-			return nil, fmt.Errorf("%s:%d: want KEY=VALUE, got %q", file, n, line)
-		}
-		if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
-			var b strings.Builder
-			for i := 1; i < len(v)-1; i++ {
-				if v[i] == '\\' && i+1 < len(v)-1 {
-					i++
-				}
-				b.WriteByte(v[i])
-			}
-			v = b.String()
-		}
-		env[strings.TrimSpace(k)] = v
-	}
-	return env, nil
-}
+// ReadEnvFile reads KEY=VALUE lines (credfile.ReadEnv).
+func ReadEnvFile(file string) (map[string]string, error) { return credfile.ReadEnv(file) }
 
 // RemoveOptions say what Remove deletes.
 type RemoveOptions struct {

@@ -157,6 +157,38 @@ func TestInitNonInteractive(t *testing.T) {
 	}
 }
 
+// init --credentials-file reads the key pair from a 0600 file instead of
+// flags that show in ps; a file others can read is refused in one line.
+func TestInitCredentialsFile(t *testing.T) {
+	srv := loginServer(t, "K", "S")
+	dir := t.TempDir()
+	creds := filepath.Join(dir, "creds.env")
+	if err := os.WriteFile(creds, []byte("# from the vault\nCLEARML_API_ACCESS_KEY=K\nCLEARML_API_SECRET_KEY=\"S\"\nCLEARML_AGENT_GIT_PASS=tok\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	target := filepath.Join(dir, "agent.conf")
+	code, out, stderr := runCLI(t, "", []string{"HOME=" + dir}, "--config-file", target, "init", "--non-interactive",
+		"--api-host", srv.URL, "--credentials-file", creds)
+	if code != 0 {
+		t.Fatalf("exit %d: %s %s", code, out, stderr)
+	}
+	cfg, err := config.Load(config.LoadOptions{File: target, Env: []string{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := cfg.API(); a.AccessKey != "K" || a.SecretKey != "S" || cfg.Agent().GitPass != "tok" {
+		t.Errorf("api %+v, git pass %q", a, cfg.Agent().GitPass)
+	}
+	if err := os.Chmod(creds, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr = runCLI(t, "", []string{"HOME=" + dir}, "--config-file", filepath.Join(dir, "two.conf"), "init",
+		"--non-interactive", "--api-host", srv.URL, "--credentials-file", creds)
+	if code == 0 || !strings.Contains(stderr, "chmod 600 "+creds) || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+		t.Errorf("mode 0644: code %d stderr %q, want one line with the chmod fix", code, stderr)
+	}
+}
+
 func TestConfigCommand(t *testing.T) {
 	srv := loginServer(t, "ACCESSKEY123", "SECRETVALUE")
 	dir := t.TempDir()

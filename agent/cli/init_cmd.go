@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -15,20 +16,22 @@ import (
 	"github.com/alecthomas/kingpin/v2"
 
 	"github.com/gpufleet/clearml-agent-go/agent/config"
+	"github.com/gpufleet/clearml-agent-go/internal/credfile"
 )
 
 type initFlags struct {
-	nonInteractive bool
-	apiHost        string
-	webHost        string
-	filesHost      string
-	accessKey      string
-	secretKey      string
-	gitUser        string
-	gitPass        string
-	extraIndexURLs []string
-	outputURI      string
-	noVerify       bool
+	nonInteractive  bool
+	credentialsFile string
+	apiHost         string
+	webHost         string
+	filesHost       string
+	accessKey       string
+	secretKey       string
+	gitUser         string
+	gitPass         string
+	extraIndexURLs  []string
+	outputURI       string
+	noVerify        bool
 }
 
 // initEnv binds each non-interactive flag to its environment variable.
@@ -56,6 +59,8 @@ func registerInit(app *kingpin.Application, g *Globals) {
 	cmd.Flag("access-key", "API access key (env CLEARML_API_ACCESS_KEY).").StringVar(&f.accessKey)
 	cmd.Flag("secret-key", "API secret key (env CLEARML_API_SECRET_KEY; prefer the variable: a flag shows in ps and shell history).").StringVar(&f.secretKey)
 	cmd.Flag("git-user", "Git user for cloning (env CLEARML_AGENT_GIT_USER); empty = SSH keys.").StringVar(&f.gitUser)
+	cmd.Flag("credentials-file", "KEY=VALUE file with CLEARML_API_ACCESS_KEY, CLEARML_API_SECRET_KEY (and optionally CLEARML_AGENT_GIT_USER/PASS), mode 0600: keeps secrets out of ps and shell history.").
+		PlaceHolder("FILE").StringVar(&f.credentialsFile)
 	cmd.Flag("git-pass", "Git password or token (env CLEARML_AGENT_GIT_PASS; prefer the variable: a flag shows in ps and shell history).").StringVar(&f.gitPass)
 	cmd.Flag("extra-index-url", "Extra pip index URL; repeatable (env CLEARML_AGENT_EXTRA_INDEX_URL, space-separated).").StringsVar(&f.extraIndexURLs)
 	cmd.Flag("output-uri", "sdk.development.default_output_uri (env CLEARML_AGENT_DEFAULT_OUTPUT_URI).").StringVar(&f.outputURI)
@@ -102,6 +107,16 @@ func initNonInteractive(ctx context.Context, g *Globals, f *initFlags, target st
 		}
 		if p := vals[b.flag]; *p == "" {
 			*p = g.Getenv(b.env)
+		}
+	}
+	if f.credentialsFile != "" {
+		creds, err := credfile.ReadCredentials(f.credentialsFile)
+		if err != nil {
+			return err
+		}
+		for key, p := range map[string]*string{credfile.EnvAccessKey: &f.accessKey, credfile.EnvSecretKey: &f.secretKey,
+			credfile.EnvGitUser: &f.gitUser, credfile.EnvGitPass: &f.gitPass} {
+			*p = cmp.Or(*p, creds[key])
 		}
 	}
 	if f.apiHost == "" && f.webHost == "" {
