@@ -127,8 +127,8 @@ func TestPriorityPackages(t *testing.T) {
 	if got := run(t, env.Python, "-c", "import tinypkg, otherpkg; print('ok')"); got != "ok" {
 		t.Errorf("imports = %q", got)
 	}
-	tiny := indexOf(*lines, "install TinyPkg==1.0 --index-url")
-	opt := indexOf(*lines, "install no-such-optional==1.0 --index-url")
+	tiny := indexOf(*lines, "pip --disable-pip-version-check install TinyPkg==1.0")
+	opt := indexOf(*lines, "pip --disable-pip-version-check install no-such-optional==1.0")
 	warn := indexOf(*lines, `warning: optional priority package "no-such-optional==1.0" (agent.package_manager.priority_optional_packages) could not be installed, skipping it: ERROR: No matching distribution found for no-such-optional==1.0`)
 	rest := indexOf(*lines, "installing requirements: otherpkg==1.0, TinyPkg==1.0")
 	if tiny < 0 || opt < tiny || warn < opt || rest < warn {
