@@ -109,7 +109,7 @@ func Load(opts LoadOptions) (*Config, error) {
 func Parse(name string, text []byte) (*Config, error) {
 	pr, tree, err := parseRaw(name, string(text))
 	if err != nil {
-		return nil, err
+		return nil, singleLine(err)
 	}
 	c := &Config{root: map[string]Value{}, origins: map[string]string{}, env: map[string]string{}}
 	own := &node{tree: tree, origins: map[string]string{}}
@@ -118,9 +118,18 @@ func Parse(name string, text []byte) (*Config, error) {
 	}
 	c.merge(own)
 	if err := c.resolve(); err != nil {
-		return nil, err
+		return nil, singleLine(err)
 	}
 	return c, nil
+}
+
+// singleLine keeps an error on one line when the text it quotes (or the
+// HOCON library's message) holds line breaks.
+func singleLine(err error) error {
+	if !strings.ContainsAny(err.Error(), "\n\r") {
+		return err
+	}
+	return errors.New(strings.NewReplacer("\n", `\n`, "\r", `\r`).Replace(err.Error()))
 }
 
 func chooseFile(flag string, env map[string]string, home string) (string, error) {

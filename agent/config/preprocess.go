@@ -54,7 +54,11 @@ type posError struct {
 	msg       string
 }
 
-func (e *posError) Error() string { return fmt.Sprintf("%d:%d: %s", e.line, e.col, e.msg) }
+// Error is one line whatever the file held: control characters quoted from
+// the text are written as escapes.
+func (e *posError) Error() string {
+	return fmt.Sprintf("%d:%d: %s", e.line, e.col, strings.NewReplacer("\n", `\n`, "\r", `\r`).Replace(e.msg))
+}
 
 type pp struct {
 	src       string
@@ -339,7 +343,7 @@ func (p *pp) quoted() (string, error) {
 			p.advance()
 			var s string
 			if err := json.Unmarshal([]byte(p.src[start:p.i]), &s); err != nil {
-				return "", &posError{line: startLine, col: startCol, msg: fmt.Sprintf("bad escape in string %s", p.src[start:p.i])}
+				return "", &posError{line: startLine, col: startCol, msg: fmt.Sprintf("bad escape in string %q", p.src[start:p.i])}
 			}
 			return s, nil
 		default:
