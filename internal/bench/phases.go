@@ -53,7 +53,7 @@ func (h *harness) phaseStart(ctx context.Context) error {
 		}
 	}
 	lo, med := minMedian(regs)
-	h.add("start -> workers.register", ms(med), "<= 80 ms",
+	h.add("start -> workers.register", ms(med), "<= 25 ms",
 		fmt.Sprintf("median of %d starts, min %s", len(regs), ms(lo)))
 	if len(readies) == 0 {
 		h.add("start -> READY=1", "n/a", "", "no READY=1 on NOTIFY_SOCKET within 5 s of register")
@@ -88,7 +88,7 @@ func (h *harness) phaseIdle(ctx context.Context) error {
 	}
 	_, hwm, _ := memKB(a.pid())
 	anon, file := rssSplit(a.pid())
-	h.add(fmt.Sprintf("idle RSS after %s", h.cfg.IdleSettle), mib(kb), "<= 7 MiB",
+	h.add(fmt.Sprintf("idle RSS after %s", h.cfg.IdleSettle), mib(kb), "",
 		fmt.Sprintf("VmRSS of %d process(es); agent: RssAnon %s, RssFile %s, VmHWM %s", procs, mib(anon), mib(file), mib(hwm)))
 
 	to := from.Add(h.cfg.IdleWindow)
@@ -223,7 +223,7 @@ func (h *harness) phaseTasks(ctx context.Context) error {
 		warm = append(warm, d)
 	}
 	lo, med := minMedian(warm)
-	h.add("get_next_task -> first line, warm", ms(med), "<= 1 s",
+	h.add("get_next_task -> first line, warm", ms(med), "aim 0.1 s",
 		fmt.Sprintf("median of %d, min %s; vcs and venv cache warm", len(warm), ms(lo)))
 
 	if err := h.relay(ctx, a); err != nil {
