@@ -5,7 +5,6 @@ import (
 	"crypto/md5"
 	"encoding/hex"
 	"errors"
-	"net"
 	"net/http"
 	"net/http/cgi"
 	"net/http/httptest"
@@ -20,6 +19,7 @@ import (
 	"github.com/gofrs/flock"
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/gpufleet/clearml-agent-go/internal/gittest"
 	"github.com/gpufleet/clearml-agent-go/internal/testenv"
 )
 
@@ -547,32 +547,7 @@ func BenchmarkPrepareCached(b *testing.B) {
 // server that hangs.
 func hungServer(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		l.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	return "http://" + l.Addr().String() + "/team/project.git"
+	return "http://" + gittest.HungServer(t) + "/team/project.git"
 }
 
 func TestPrepareTimeout(t *testing.T) {

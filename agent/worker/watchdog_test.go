@@ -2,7 +2,6 @@ package worker_test
 
 import (
 	"context"
-	"net"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -13,6 +12,7 @@ import (
 	"github.com/gpufleet/clearml-agent-go/agent/api"
 	"github.com/gpufleet/clearml-agent-go/agent/task"
 	"github.com/gpufleet/clearml-agent-go/agent/worker"
+	"github.com/gpufleet/clearml-agent-go/internal/gittest"
 )
 
 // fakeClock is the daemon's clock in the watchdog tests: time moves only
@@ -182,31 +182,7 @@ func TestHealthyIgnoresRunningServices(t *testing.T) {
 // that accepts connections and never answers fails with a reason that names
 // agent.git_timeout_sec, and the daemon goes on to the next task.
 func TestHungGitServerFailsTask(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var conns []net.Conn
-	var mu sync.Mutex
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		l.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
+	addr := gittest.HungServer(t)
 
 	f := newFixture(t)
 	f.cfg.Queues = []string{"default"}
@@ -214,7 +190,7 @@ func TestHungGitServerFailsTask(t *testing.T) {
 		AbortGrace: 2 * time.Second, StatusPoll: 100 * time.Millisecond, PingInterval: -1, GitTimeout: 500 * time.Millisecond})
 	q := f.emu.CreateQueue("default")
 	hung := f.emu.CreateTask(api.Task{Name: "hung clone", Script: &api.Script{
-		Repository: "http://" + l.Addr().String() + "/team/project.git", EntryPoint: "run.sh", Binary: "bash"}})
+		Repository: "http://" + addr + "/team/project.git", EntryPoint: "run.sh", Binary: "bash"}})
 	if err := f.emu.Enqueue(hung, q); err != nil {
 		t.Fatal(err)
 	}
