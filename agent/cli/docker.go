@@ -69,7 +69,6 @@ func isStatic(p string) (bool, error) {
 type dockerMode struct {
 	cli      string // the --docker value: "" or "image [args...]"
 	workerID string
-	parent   string // services mode: the daemon's worker id
 	gpus     string
 	cpuOnly  bool
 	logLevel string

@@ -21,6 +21,7 @@ import (
 
 	"github.com/gpufleet/clearml-agent-go/agent/api"
 	"github.com/gpufleet/clearml-agent-go/internal/dockertest"
+	"github.com/gpufleet/clearml-agent-go/internal/testenv"
 )
 
 // dockerEnv is an agent environment in docker mode: the engine, the static
@@ -316,7 +317,7 @@ func TestDockerEngineAppearsLater(t *testing.T) {
 	e, eng := dockerEnv(t, srv)
 	real, ok := strings.CutPrefix(eng.Host, "unix://")
 	if !ok {
-		t.Skip("the test engine is not on a unix socket")
+		testenv.Missing(t, "the test engine %s is not on a unix socket; run scripts/test-dockerd.sh start", eng.Host)
 	}
 	link := filepath.Join(t.TempDir(), "docker.sock")
 	e = e.with("DOCKER_HOST=unix://" + link)
