@@ -156,14 +156,7 @@ func TestSpillToDiskAndReplay(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	up := make(chan struct{})
-	f := newFake(func(int) error {
-		select {
-		case <-up:
-			return nil
-		default:
-			return errDown
-		}
-	})
+	f := newFake(downUntil(up))
 	cfg := testConfig()
 	cfg.SpoolDir = dir
 	cfg.MemoryMaxBytes = 128 << 10
@@ -211,14 +204,7 @@ func TestSpillToDiskAndReplay(t *testing.T) {
 func TestFullSpoolDropsAndReports(t *testing.T) {
 	t.Parallel()
 	up := make(chan struct{})
-	f := newFake(func(int) error {
-		select {
-		case <-up:
-			return nil
-		default:
-			return errDown
-		}
-	})
+	f := newFake(downUntil(up))
 	cfg := testConfig()
 	cfg.SpoolDir = filepath.Join(t.TempDir(), "not", "yet", "there") // created on first spill
 	cfg.MemoryMaxBytes = 128 << 10
@@ -479,14 +465,7 @@ func BenchmarkMillionLines(b *testing.B) {
 func TestFullSpoolReportedOnClose(t *testing.T) {
 	t.Parallel()
 	up := make(chan struct{})
-	f := newFake(func(int) error {
-		select {
-		case <-up:
-			return nil
-		default:
-			return errDown
-		}
-	})
+	f := newFake(downUntil(up))
 	cfg := testConfig()
 	cfg.SpoolDir = t.TempDir()
 	cfg.MemoryMaxBytes = 64 << 10
@@ -501,5 +480,17 @@ func TestFullSpoolReportedOnClose(t *testing.T) {
 	got := f.lines(t)
 	if len(got) != int(st.LinesIn)+1 || !strings.Contains(got[len(got)-1], fmt.Sprintf("%d log lines were dropped", st.LinesSpoolDropped)) {
 		t.Errorf("%d lines, last %q; want %d kept lines then the drop marker", len(got), got[len(got)-1], st.LinesIn)
+	}
+}
+
+// downUntil is a fake server that fails every batch until up is closed.
+func downUntil(up <-chan struct{}) func(int) error {
+	return func(int) error {
+		select {
+		case <-up:
+			return nil
+		default:
+			return errDown
+		}
 	}
 }
