@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,16 +30,26 @@ type Options struct {
 	// cleanup, so the cached rootfs is never modified. Leave it false only
 	// for a Rootfs the test owns. An empty Rootfs is always booted ephemeral.
 	Ephemeral bool
+	// Prepare, when set, runs on the host with the root directory that is
+	// about to boot (the ephemeral one when Ephemeral), before systemd
+	// starts: the place to drop a cloud-init seed or binaries into it.
+	Prepare func(root string) error
+	// BootTimeout bounds the wait for `systemctl is-system-running`
+	// (default 2 minutes); boots that run cloud-init's runcmd need longer.
+	BootTimeout time.Duration
 }
 
 // Machine is a booted container.
 type Machine struct {
 	t        testing.TB
+	opts     Options
+	args     []string
 	root     string
 	pid1     int
 	cmd      *exec.Cmd
 	exited   chan struct{}
 	logPath  string
+	started  time.Time
 	bootTime time.Duration
 	stopOnce sync.Once
 }
@@ -82,7 +93,22 @@ func SkipUnlessRoot(t testing.TB) {
 // Debian mirror.
 func Rootfs(t testing.TB) string {
 	t.Helper()
-	script, err := findScript()
+	return rootfsFrom(t, "nspawn-rootfs.sh")
+}
+
+// RootfsCloudInit returns the cached bookworm rootfs with cloud-init
+// installed and configured for a NoCloud seed only (no network
+// configuration), built by scripts/nspawn-rootfs-cloudinit.sh on top of
+// Rootfs the first time. Write the seed into
+// var/lib/cloud/seed/nocloud/{user-data,meta-data} from Options.Prepare.
+func RootfsCloudInit(t testing.TB) string {
+	t.Helper()
+	return rootfsFrom(t, "nspawn-rootfs-cloudinit.sh")
+}
+
+func rootfsFrom(t testing.TB, name string) string {
+	t.Helper()
+	script, err := findScript(name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,14 +123,14 @@ func Rootfs(t testing.TB) string {
 	return lines[len(lines)-1]
 }
 
-func findScript() (string, error) {
+func findScript(name string) (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
 		return "", err
 	}
 	for d := dir; ; d = filepath.Dir(d) {
 		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			return filepath.Join(d, "scripts", "nspawn-rootfs.sh"), nil
+			return filepath.Join(d, "scripts", name), nil
 		}
 		if filepath.Dir(d) == d {
 			return "", fmt.Errorf("nspawn: no go.mod above %s; run the test from inside the module", dir)
@@ -132,38 +158,85 @@ func Boot(t testing.TB, o Options) *Machine {
 	if o.Ephemeral {
 		root = ephemeralRoot(t, o.Rootfs, work)
 	}
-	m := &Machine{t: t, root: root, exited: make(chan struct{}), logPath: filepath.Join(work, "boot.log")}
-	logf, err := os.Create(m.logPath)
+	if o.Prepare != nil {
+		if err := o.Prepare(root); err != nil {
+			t.Fatalf("nspawn: prepare %s: %v", root, err)
+		}
+	}
+	if o.BootTimeout == 0 {
+		o.BootTimeout = 2 * time.Minute
+	}
+	m := &Machine{t: t, opts: o, root: root, logPath: filepath.Join(work, "boot.log")}
+	m.args = []string{"-D", root, "--register=no", "--keep-unit", "-b", "--console=pipe",
+		"--machine=" + filepath.Base(work)}
+	for _, b := range o.Binds {
+		m.args = append(m.args, "--bind="+b)
+	}
+	t.Cleanup(m.shutdown)
+	m.start(t)
+	return m
+}
+
+// start launches systemd-nspawn on m.root and waits for the boot.
+func (m *Machine) start(t testing.TB) {
+	t.Helper()
+	logf, err := os.OpenFile(m.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		t.Fatalf("nspawn: %v", err)
 	}
-	args := []string{"-D", root, "--register=no", "--keep-unit", "-b", "--console=pipe",
-		"--machine=" + filepath.Base(work)}
-	for _, b := range o.Binds {
-		args = append(args, "--bind="+b)
-	}
+	m.exited = make(chan struct{})
+	m.pid1 = 0
 	// Not CommandContext: t.Context is cancelled before cleanups run, and
 	// the cleanup wants to power the container off cleanly first.
-	m.cmd = exec.Command("systemd-nspawn", args...)
+	m.cmd = exec.Command("systemd-nspawn", m.args...)
 	m.cmd.Stdout, m.cmd.Stderr = logf, logf
 	m.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	start := time.Now()
+	m.started = time.Now()
 	if err := m.cmd.Start(); err != nil {
 		logf.Close()
-		t.Fatalf("nspawn: start systemd-nspawn %s: %v", strings.Join(args, " "), err)
-	}
-	go func() {
-		m.cmd.Wait()
-		logf.Close()
 		close(m.exited)
-	}()
-	t.Cleanup(m.shutdown)
-
-	if err := m.waitBoot(t.Context(), 2*time.Minute); err != nil {
-		t.Fatalf("nspawn: boot %s: %v\nboot log:\n%s", root, err, m.BootLog(60))
+		t.Fatalf("nspawn: start systemd-nspawn %s: %v", strings.Join(m.args, " "), err)
 	}
-	m.bootTime = time.Since(start)
-	return m
+	cmd, exited := m.cmd, m.exited
+	go func() {
+		cmd.Wait()
+		logf.Close()
+		close(exited)
+	}()
+	if err := m.waitBoot(t.Context(), m.opts.BootTimeout); err != nil {
+		t.Fatalf("nspawn: boot %s: %v\nboot log:\n%s", m.root, err, m.BootLog(60))
+	}
+	m.bootTime = time.Since(m.started)
+}
+
+// Reboot runs `systemctl reboot` inside, waits for the container to go down
+// (systemd-nspawn exits on a reboot request) and boots the same root again,
+// so whatever the first boot wrote is still there.
+func (m *Machine) Reboot(t testing.TB) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	m.Exec(ctx, "systemctl", "reboot", "--no-block")
+	cancel()
+	select {
+	case <-m.exited:
+	case <-time.After(90 * time.Second):
+		t.Fatalf("nspawn: container did not go down within 90s of systemctl reboot\n%s", m.BootLog(40))
+	}
+	m.start(t)
+}
+
+// EphemeralRoot returns a throwaway overlay (or copy) of lower for a test
+// that runs something in it without booting it (Process), removed on
+// cleanup.
+func EphemeralRoot(t testing.TB, lower string) string {
+	t.Helper()
+	SkipUnlessRoot(t)
+	work, err := os.MkdirTemp("/var/tmp", "clearml-nspawn-")
+	if err != nil {
+		t.Fatalf("nspawn: %v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(work) })
+	return ephemeralRoot(t, lower, work)
 }
 
 func ephemeralRoot(t testing.TB, lower, work string) string {
@@ -278,6 +351,9 @@ func (m *Machine) Root() string { return m.root }
 // PID1 is the host pid of the container's systemd.
 func (m *Machine) PID1() int { return m.pid1 }
 
+// Started is when systemd-nspawn was last started (Boot or Reboot).
+func (m *Machine) Started() time.Time { return m.started }
+
 // BootTime is how long it took from starting systemd-nspawn until
 // `systemctl is-system-running` reported running or degraded.
 func (m *Machine) BootTime() time.Duration { return m.bootTime }
@@ -301,6 +377,72 @@ func (m *Machine) BootLog(n int) string {
 		return err.Error()
 	}
 	return tail(string(b), n)
+}
+
+// Process starts args inside root as a plain process tree, without booting
+// systemd: `systemd-nspawn --as-pid2` (a stub init as PID 1, /proc, /sys and
+// /dev set up, the host's network), the way a notebook VM or a Colab
+// runtime runs a program. env is added to a clean PATH/HOME environment;
+// stdout and stderr go to out. The caller waits for the returned command;
+// a cleanup kills what is left of it. Signals for the program are best sent
+// to its host pid (ChildPID).
+func Process(t testing.TB, root string, env []string, out io.Writer, args ...string) *exec.Cmd {
+	t.Helper()
+	SkipUnlessRoot(t)
+	nargs := []string{"-D", root, "--register=no", "--keep-unit", "--as-pid2", "--console=pipe", "--quiet",
+		"--machine=clearml-proc-" + strconv.Itoa(os.Getpid())}
+	for _, e := range append(append([]string{}, execEnv...), env...) {
+		nargs = append(nargs, "--setenv="+e)
+	}
+	nargs = append(nargs, "--")
+	cmd := exec.Command("systemd-nspawn", append(nargs, args...)...)
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("nspawn: start systemd-nspawn %s: %v", strings.Join(nargs, " "), err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			cmd.Wait()
+		}
+	})
+	return cmd
+}
+
+// FindProcess returns the host pid of the first process below ancestor
+// whose command line contains substr, or 0.
+func FindProcess(ancestor int, substr string) int {
+	entries, _ := os.ReadDir("/proc")
+	parent := map[int]int{}
+	var matches []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		st, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		s := string(st)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(f) < 2 {
+			continue
+		}
+		parent[pid], _ = strconv.Atoi(f[1])
+		if cl, err := os.ReadFile("/proc/" + e.Name() + "/cmdline"); err == nil && strings.Contains(strings.ReplaceAll(string(cl), "\x00", " "), substr) {
+			matches = append(matches, pid)
+		}
+	}
+	for _, pid := range matches {
+		for p := parent[pid]; p > 1; p = parent[p] {
+			if p == ancestor {
+				return pid
+			}
+		}
+	}
+	return 0
 }
 
 func (m *Machine) shutdown() {
