@@ -88,6 +88,8 @@ type AgentSettings struct {
 	StatusReportInterval   time.Duration // agent.status_report_interval_sec
 	AbortGracePeriod       time.Duration // agent.abort_grace_period_sec (ours)
 	DrainTimeout           time.Duration // agent.drain_timeout_sec (ours); 0 = wait forever
+	GPUBusyPolicy          string        // agent.gpu_busy_policy (ours): wait, ignore or MiB; gpu.ParseBusyPolicy checks it
+	DiskMinFreeGB          float64       // agent.disk_min_free_gb (ours); 0 = no floor; diskguard.LoadSettings checks it
 	Environment            map[string]string
 }
 
@@ -173,6 +175,8 @@ func (c *Config) Agent() AgentSettings {
 		StatusReportInterval:   c.secs("agent.status_report_interval_sec", 30*time.Second),
 		AbortGracePeriod:       c.secs("agent.abort_grace_period_sec", 10*time.Second),
 		DrainTimeout:           c.secs("agent.drain_timeout_sec", 0),
+		GPUBusyPolicy:          c.strOr("agent.gpu_busy_policy", "wait"),
+		DiskMinFreeGB:          c.floatOr("agent.disk_min_free_gb", 1.0),
 		Environment:            c.StringMap("agent.environment"),
 	}
 	if enabled, ok := c.Bool("agent.pip_download_cache.enabled"); !ok || enabled {
@@ -184,6 +188,13 @@ func (c *Config) Agent() AgentSettings {
 func (c *Config) str(path string) string {
 	s, _ := c.String(path)
 	return s
+}
+
+func (c *Config) strOr(path, def string) string {
+	if s, ok := c.String(path); ok {
+		return s
+	}
+	return def
 }
 
 func (c *Config) path(p string) string {

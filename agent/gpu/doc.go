@@ -8,7 +8,10 @@
 // Inventory, with ErrNoNVML when libnvidia-ml.so is absent (discover.go); the
 // Sampler that reads utilisation, temperature and memory of the visible
 // devices and turns itself off after 3 consecutive NVML failures, as the
-// Python agent does (sampler.go).
+// Python agent does (sampler.go); the BusyChecker that lists the processes
+// on the agent's GPUs, leaves out its own tasks' and applies
+// agent.gpu_busy_policy (wait, ignore, or a MiB threshold) with a one-line
+// summary for STATUS= (busy.go).
 //
 // It must not: set NVIDIA_VISIBLE_DEVICES or any other environment variable,
 // write unit files (unitgen does), talk to the ClearML server, or shell out to
@@ -17,9 +20,10 @@
 //
 // go-nvml needs cgo, so only the *_nvml.go files import it (`//go:build cgo`).
 // A build with CGO_ENABLED=0 (the static clearml-agent bind-mounted into
-// docker containers) gets nvml_stub.go instead: Discover returns ErrNoNVML and
-// NewSystemSampler's samples fail with it, as on a host without
-// libnvidia-ml.so; DiscoverWith and NewSampler, which take an nvml.Interface,
-// exist only with cgo. Code outside this package calls NewSystemSampler rather
-// than NewSampler(nvml.New(), ...) so that it builds both ways.
+// docker containers) gets nvml_stub.go and busy_stub.go instead: Discover
+// returns ErrNoNVML, and NewSystemSampler's samples and NewBusyChecker's
+// checks fail with it, as on a host without libnvidia-ml.so; DiscoverWith,
+// NewSampler and NewBusyCheckerWith, which take an nvml.Interface, exist
+// only with cgo. Code outside this package calls NewSystemSampler and
+// NewBusyChecker so that it builds both ways.
 package gpu

@@ -411,6 +411,8 @@ func fromCache(ctx context.Context, spec Spec, ep endpoint, cloneURL, shown stri
 	if err := fscopy.Tree(entry, work); err != nil {
 		return nil, fmt.Errorf("copying vcs cache %s: %w", entry, err)
 	}
+	now := time.Now()
+	os.Chtimes(entry, now, now) // last use, for agent/diskguard's LRU eviction; failure only affects the order
 	return git.PlainOpen(work)
 }
 

@@ -428,6 +428,20 @@ func TestPrepareCache(t *testing.T) {
 	if !strings.Contains(strings.Join(logs, "\n"), "using vcs cache") {
 		t.Errorf("cache not reused; logs: %q", logs)
 	}
+
+	// Each use stamps the entry's mtime: agent/diskguard evicts the least
+	// recently used entries by it.
+	entry := filepath.Join(cache, dirs[0])
+	old := time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC)
+	if err := os.Chtimes(entry, old, old); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Prepare(t.Context(), Spec{URL: url, CacheDir: cache}, filepath.Join(work, "w1"), nil); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat(entry); err != nil || !st.ModTime().After(old) {
+		t.Errorf("vcs cache entry mtime after a use = %v, %v; want it stamped", st.ModTime(), err)
+	}
 }
 
 func TestRewrite(t *testing.T) {
