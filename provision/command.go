@@ -5,14 +5,20 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/gpufleet/clearml-agent-go/agent/config"
 	"github.com/gpufleet/clearml-agent-go/agent/gpu"
+	"github.com/gpufleet/clearml-agent-go/cloudinit"
+	"github.com/gpufleet/clearml-agent-go/internal/secret"
 	"github.com/gpufleet/clearml-agent-go/provision/systemd"
 	"github.com/gpufleet/clearml-agent-go/unitgen"
 )
@@ -27,7 +33,11 @@ const (
 	ActionGPUs      Action = "gpus"
 	ActionRun       Action = "run"
 	ActionFirstBoot Action = "first-boot"
+	ActionCloudInit Action = "cloud-init"
 )
+
+// DefaultWait is how long apply waits for the agents' READY by default.
+const DefaultWait = 2 * time.Minute
 
 // Command is one agent-provision invocation, its flags parsed
 // (cmd/agent-provision builds it). Run carries it out.
@@ -45,8 +55,16 @@ type Command struct {
 	PurgeConfig bool   // remove
 	CredsFile   string // first-boot
 	StateDir    string // run
-	Stdout      io.Writer
-	Stderr      io.Writer
+	// CredsURL, CredsHeaders ("Name: value") and CredsTimeout: first-boot
+	// waits (bounded) for the credentials at a URL (or for CredsFile).
+	// cloud-init passes them on to the first-boot it renders.
+	CredsURL     string
+	CredsHeaders []string
+	CredsTimeout time.Duration
+	// CloudInit holds the flags of the cloud-init command.
+	CloudInit CloudInitOptions
+	Stdout    io.Writer
+	Stderr    io.Writer
 	// CredentialsFile (--credentials-file) holds the API key pair and
 	// optionally the git user and password (ReadCredentialsFile).
 	CredentialsFile string
@@ -115,6 +133,11 @@ func Run(ctx context.Context, c Command, d Deps) error {
 	if err := c.finish(); err != nil {
 		return UsageError{err}
 	}
+	if c.Action == ActionFirstBoot {
+		if err := c.checkCredsWait(); err != nil {
+			return UsageError{err}
+		}
+	}
 	if c.CredentialsFile != "" {
 		if err := c.Inputs.applyCredentialsFile(c.CredentialsFile); err != nil {
 			return err
@@ -143,6 +166,8 @@ func Run(ctx context.Context, c Command, d Deps) error {
 		return r.gpus()
 	case ActionFirstBoot:
 		return r.firstBoot(ctx)
+	case ActionCloudInit:
+		return r.cloudInit()
 	}
 	return UsageError{fmt.Errorf("unknown action %q", c.Action)}
 }
@@ -176,7 +201,7 @@ func (c *Command) finish() error {
 			c.Inputs.AgentQueues[name] = append(c.Inputs.AgentQueues[name], q)
 		}
 	}
-	if c.Inputs.Hostname == "" && c.Inputs.Root == "" {
+	if c.Inputs.Hostname == "" && c.Inputs.Root == "" && c.Action != ActionCloudInit {
 		c.Inputs.Hostname, _ = os.Hostname()
 	}
 	if c.DockerSet && !c.Inputs.Docker {
@@ -308,12 +333,21 @@ func (r *runner) gpus() error {
 	return nil
 }
 
-// firstBoot fills in the credentials, then starts the agents that were
-// enabled in the image.
+// firstBoot fills in the credentials (waiting for --creds-file or
+// --creds-url when they are not in the environment), then starts the
+// agents that were enabled in the image.
 func (r *runner) firstBoot(ctx context.Context) error {
 	conf := filepath.Join(r.Inputs.Root, r.Inputs.ConfigPath)
 	envm := map[string]string{EnvAccessKey: r.d.Getenv(EnvAccessKey), EnvSecretKey: r.d.Getenv(EnvSecretKey)}
-	wrote, err := FirstBoot(conf, envm, r.CredsFile)
+	src := CredsSource{File: r.CredsFile, URL: r.CredsURL, Timeout: r.CredsTimeout, Log: r.Stdout}
+	for _, h := range r.CredsHeaders {
+		name, value, _ := ParseHeader(h) // checked by checkCredsWait
+		if src.Headers == nil {
+			src.Headers = http.Header{}
+		}
+		src.Headers.Add(name, value)
+	}
+	wrote, err := FirstBootWait(ctx, conf, envm, src)
 	if err != nil {
 		return err
 	}
@@ -355,4 +389,288 @@ func (r *runner) firstBoot(ctx context.Context) error {
 	}
 	fmt.Fprintf(r.Stdout, "started %s\n", unitgen.TargetName)
 	return nil
+}
+
+// checkCredsWait checks first-boot's --creds-file/--creds-url flags.
+func (c *Command) checkCredsWait() error {
+	if c.CredsFile != "" && c.CredsURL != "" {
+		return errors.New("--creds-file and --creds-url: give one of them")
+	}
+	if c.CredsURL != "" {
+		if u, err := url.Parse(c.CredsURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("--creds-url %q: want an http:// or https:// URL, e.g. http://169.254.169.254/...", c.CredsURL)
+		}
+	}
+	if len(c.CredsHeaders) > 0 && c.CredsURL == "" {
+		return fmt.Errorf("--creds-header %q: headers are sent only with --creds-url", c.CredsHeaders[0])
+	}
+	for _, h := range c.CredsHeaders {
+		if _, _, err := ParseHeader(h); err != nil {
+			return err
+		}
+	}
+	if c.CredsTimeout < 0 {
+		return fmt.Errorf("--creds-timeout %s: must be positive, e.g. 5m", c.CredsTimeout)
+	}
+	return nil
+}
+
+// CloudInitOptions are the flags of `agent-provision cloud-init`.
+type CloudInitOptions struct {
+	Output string // write here (mode 0600) instead of stdout
+	Format string // cloud-config (default) or shell
+	// BinaryURL and BinarySHA256: install this release tarball first.
+	BinaryURL, BinarySHA256 string
+	CredsFrom               string // inline (default), file:PATH, url:URL, placeholder
+	WorkerIDPrefix          string
+	NoPackages              bool
+	DockerPackages          bool
+	PrebuiltImage           bool
+}
+
+// cloudInit renders the user-data that provisions a fresh machine as the
+// flags ask. The agent flags are checked here by planning them (against an
+// empty image root, without NVML), so a mistake fails now, not at boot.
+func (r *runner) cloudInit() error {
+	o := r.CloudInit
+	in := r.Inputs
+	mode, arg, err := cloudinit.ParseCredsFrom(o.CredsFrom)
+	if err != nil {
+		return UsageError{err}
+	}
+	if in.FirstBootCreds {
+		switch {
+		case o.CredsFrom == "":
+			mode = cloudinit.CredsPlaceholder
+		case mode == cloudinit.CredsInline:
+			return UsageError{errors.New("--first-boot-creds with --creds-from inline: the user-data either holds the credentials or waits for them; drop one (--creds-from placeholder is --first-boot-creds)")}
+		}
+	}
+	switch {
+	case in.Root != "":
+		return UsageError{fmt.Errorf("--root %s: the user-data provisions the machine it runs on; to prepare an image use `agent-provision --root DIR --first-boot-creds ...` (packer) and `agent-provision cloud-init --prebuilt-image`", in.Root)}
+	case r.DryRun:
+		return UsageError{errors.New("--dry-run: cloud-init changes nothing here anyway; it prints the user-data (or writes --output)")}
+	case o.WorkerIDPrefix != "" && in.Hostname != "":
+		return UsageError{fmt.Errorf("--worker-id-prefix %s and --hostname %s both name the workers; drop one", o.WorkerIDPrefix, in.Hostname)}
+	case mode != cloudinit.CredsInline && in.GitPass != "":
+		return UsageError{fmt.Errorf("--git-pass (CLEARML_AGENT_GIT_PASS) with --creds-from %s would be on the machine's command line; use --creds-from inline (it goes into the 0600 credentials file), or set agent.git_pass later", mode)}
+	case o.PrebuiltImage && (in.GitUser != "" || in.GitPass != ""):
+		return UsageError{errors.New("--prebuilt-image with --git-user/--git-pass: first boot fills in the API keys only; give the git user when the image is built, or provision at boot without --prebuilt-image")}
+	}
+	if o.WorkerIDPrefix != "" {
+		if err := cloudinit.CheckWorkerIDPrefix(o.WorkerIDPrefix); err != nil {
+			return UsageError{err}
+		}
+	}
+	for _, f := range []struct{ flag, v string }{{"--default-output-uri", in.DefaultOutputURI}} {
+		if hasPassword(f.v) {
+			return UsageError{fmt.Errorf("%s: the URL holds a password, which would be on the machine's command line; set it in clearml.conf instead", f.flag)}
+		}
+	}
+	for _, u := range in.ExtraIndexURLs {
+		if hasPassword(u) {
+			return UsageError{fmt.Errorf("--extra-index-url %s: the URL holds a password, which would be on the machine's command line; set agent.package_manager.extra_index_url in clearml.conf instead", secret.MaskURLs(u))}
+		}
+	}
+
+	cfg := cloudinit.Config{
+		Format:         cloudinit.Format(o.Format),
+		Prefix:         in.Prefix,
+		WorkerIDPrefix: o.WorkerIDPrefix,
+		CredsFrom:      mode,
+		CredsHeaders:   r.CredsHeaders,
+		CredsTimeout:   r.CredsTimeout,
+		BinaryURL:      o.BinaryURL,
+		BinarySHA256:   o.BinarySHA256,
+		NoPackages:     o.NoPackages,
+		DockerPackages: o.DockerPackages,
+		PrebuiltImage:  o.PrebuiltImage,
+		NoStart:        r.NoStart,
+	}
+	if in.ConfigPath != unitgen.DefaultConfigPath {
+		cfg.ConfigPath = in.ConfigPath
+	}
+	switch mode {
+	case cloudinit.CredsFile:
+		cfg.CredsFile = arg
+	case cloudinit.CredsURL:
+		cfg.CredsURL = arg
+	}
+	for _, h := range r.CredsHeaders {
+		if _, _, err := ParseHeader(h); err != nil {
+			return UsageError{err}
+		}
+	}
+	if mode == cloudinit.CredsInline {
+		cfg.Credentials = cloudinit.Credentials{AccessKey: in.AccessKey, SecretKey: in.SecretKey, GitUser: in.GitUser, GitPass: in.GitPass}
+	} else if in.AccessKey != "" || in.SecretKey != "" {
+		fmt.Fprintf(r.Stderr, "note: --creds-from %s: the credentials given here (--access-key/--secret-key, CLEARML_API_*, --credentials-file) are not put into the user-data\n", mode)
+	}
+
+	planned := !o.PrebuiltImage || strings.TrimSpace(in.GPUs) != "" || in.CPUAgents != 0 || in.ServicesAgent
+	if planned {
+		agents, gpusAtBoot, err := r.cloudInitPlan(o)
+		if err != nil {
+			return err
+		}
+		cfg.Agents, cfg.GPUsAtBoot = agents, gpusAtBoot
+	}
+	if !o.PrebuiltImage {
+		cfg.ApplyArgs = r.applyArgs(mode)
+		if in.Docker || in.DockerImage != "" || in.DockerAgentBinary != "" {
+			if !o.DockerPackages && !o.NoPackages {
+				fmt.Fprintln(r.Stderr, "note: docker mode without --docker-packages: the machine's image must have the docker engine (docker.io)")
+			}
+		}
+	}
+	out, err := cloudinit.Render(cfg)
+	if err != nil {
+		return UsageError{err}
+	}
+	if o.Output == "" {
+		_, err := r.Stdout.Write(out)
+		return err
+	}
+	if err := config.WriteFileAtomic(o.Output, out, 0o600, -1, -1); err != nil {
+		return err
+	}
+	what := "agents " + strings.Join(cfg.Agents, ", ")
+	if cfg.GPUsAtBoot {
+		what = strings.TrimSuffix("one agent per GPU found at boot, "+strings.Join(cfg.Agents, ", "), ", ")
+	}
+	if len(cfg.Agents) == 0 && !cfg.GPUsAtBoot {
+		what = "the image's agents"
+	}
+	kind := "user-data (#cloud-config)"
+	if cfg.Format == cloudinit.FormatShell {
+		kind = "startup script"
+	}
+	fmt.Fprintf(r.Stdout, "wrote %s for %s to %s (mode 0600)\n", kind, what, o.Output)
+	return nil
+}
+
+// cloudInitPlan plans the agent flags as apply would on an empty machine
+// and returns the agent names (without the GPU agents of --gpus all, which
+// only the machine's NVML can list: gpusAtBoot).
+func (r *runner) cloudInitPlan(o CloudInitOptions) (names []string, gpusAtBoot bool, err error) {
+	in := r.Inputs
+	root, err := os.MkdirTemp("", "agent-provision-cloud-init-")
+	if err != nil {
+		return nil, false, err
+	}
+	defer os.RemoveAll(root)
+	in.Root, in.FirstBootCreds = root, true
+	if o.PrebuiltImage && in.APIHost == "" {
+		in.APIHost = "http://api.invalid" // the image has its clearml.conf
+	}
+	if o.WorkerIDPrefix != "" {
+		in.Hostname = o.WorkerIDPrefix + ":i-0123456789abcdef0"
+	}
+	var inv *gpu.Inventory
+	if strings.EqualFold(strings.TrimSpace(in.GPUs), "all") {
+		// One GPU group stands in for the machine's GPUs; agents named
+		// gpuN cannot be checked before boot.
+		gpusAtBoot = true
+		inv = &gpu.Inventory{}
+		for i := 0; i < max(in.GPUsPerAgent, 1); i++ {
+			inv.GPUs = append(inv.GPUs, gpu.GPU{Index: i, UUID: fmt.Sprintf("GPU-00000000-0000-0000-0000-%012d", i)})
+		}
+		aq := map[string][]string{}
+		for k, v := range in.AgentQueues {
+			if !strings.HasPrefix(k, "gpu") {
+				aq[k] = v
+			}
+		}
+		in.AgentQueues = aq
+	}
+	p, err := NewPlan(in, inv)
+	if err != nil {
+		return nil, false, err
+	}
+	for _, a := range p.Agents {
+		if gpusAtBoot && len(a.Spec.GPUs) > 0 {
+			continue
+		}
+		names = append(names, a.Spec.Instance)
+	}
+	return names, gpusAtBoot, nil
+}
+
+// applyArgs re-renders the agent flags for the apply the machine runs:
+// everything given except the secrets (they travel in the credentials
+// file) and the settings of this command.
+func (r *runner) applyArgs(mode cloudinit.CredsMode) []string {
+	in := r.Inputs
+	var a []string
+	add := func(flag, v string) {
+		if v != "" {
+			a = append(a, flag, v)
+		}
+	}
+	add("--api-host", in.APIHost)
+	add("--web-host", in.WebHost)
+	add("--files-host", in.FilesHost)
+	for _, q := range in.Queues {
+		add("--queue", q)
+	}
+	for _, q := range r.AgentQueues {
+		add("--agent-queues", q)
+	}
+	add("--gpus", strings.TrimSpace(in.GPUs))
+	if in.GPUsPerAgent != 0 {
+		add("--gpus-per-agent", strconv.Itoa(in.GPUsPerAgent))
+	}
+	if in.CPUAgents != 0 {
+		add("--cpu-agents", strconv.Itoa(in.CPUAgents))
+	}
+	if in.ServicesAgent {
+		a = append(a, "--services-agent")
+		if in.ServicesQueue != DefaultServicesQueue {
+			add("--services-queue", in.ServicesQueue)
+		}
+	}
+	if docker := in.Docker || in.DockerImage != "" || in.DockerAgentBinary != ""; docker {
+		a = append(a, "--docker")
+		add("--docker-image", in.DockerImage)
+		add("--docker-agent-binary", in.DockerAgentBinary)
+		add("--docker-host", in.DockerHost)
+	}
+	if mode != cloudinit.CredsInline {
+		add("--git-user", in.GitUser) // inline: in the credentials file
+	}
+	for _, u := range in.ExtraIndexURLs {
+		add("--extra-index-url", u)
+	}
+	add("--default-output-uri", in.DefaultOutputURI)
+	if in.User != unitgen.DefaultUser {
+		add("--user", in.User)
+	}
+	if in.Prefix != DefaultPrefix {
+		add("--prefix", in.Prefix)
+	}
+	if in.ConfigPath != unitgen.DefaultConfigPath {
+		add("--config", in.ConfigPath)
+	}
+	add("--hostname", in.Hostname)
+	if in.WatchdogSec != 0 {
+		add("--watchdog-sec", strconv.Itoa(in.WatchdogSec))
+	}
+	if r.WaitTimeout != 0 && r.WaitTimeout != DefaultWait {
+		add("--wait", r.WaitTimeout.String())
+	}
+	if r.NoStart {
+		a = append(a, "--no-start")
+	}
+	return a
+}
+
+// hasPassword reports whether s is a URL with a password in it.
+func hasPassword(s string) bool {
+	u, err := url.Parse(s)
+	if err != nil || u.User == nil {
+		return false
+	}
+	_, ok := u.User.Password()
+	return ok
 }

@@ -1,6 +1,16 @@
 package provision
 
-import "github.com/gpufleet/clearml-agent-go/internal/credfile"
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/gpufleet/clearml-agent-go/internal/credfile"
+)
 
 // The git credentials of a --credentials-file (the agent reads the same
 // variables from its environment).
@@ -30,4 +40,66 @@ func (in *Inputs) applyCredentialsFile(file string) error {
 		}
 	}
 	return nil
+}
+
+// ParseCredentials reads a credentials body (a first-boot --creds-url
+// answer): the KEY=VALUE lines of a credentials file, # comments, values
+// bare or "double-quoted" with \ escapes. Both API keys must be there;
+// other keys are reported with them missing (a typo), else ignored.
+func ParseCredentials(data []byte) (map[string]string, error) {
+	if !utf8.Valid(data) || bytes.IndexByte(data, 0) >= 0 {
+		return nil, errors.New("not a text of KEY=VALUE lines (binary data)")
+	}
+	env := map[string]string{}
+	for n, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || line[0] == '#' || line[0] == ';' {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		if !ok {
+			return nil, fmt.Errorf("line %d: want KEY=VALUE, got %s", n+1, shorten(line))
+		}
+		if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+			var b strings.Builder
+			for i := 1; i < len(v)-1; i++ {
+				if v[i] == '\\' && i+1 < len(v)-1 {
+					i++
+				}
+				b.WriteByte(v[i])
+			}
+			v = b.String()
+		}
+		env[strings.TrimSpace(k)] = v
+	}
+	var missing, unknown []string
+	for _, k := range []string{EnvAccessKey, EnvSecretKey} {
+		if env[k] == "" {
+			missing = append(missing, k)
+		}
+	}
+	if len(missing) == 0 {
+		return env, nil
+	}
+	for k := range env {
+		switch k {
+		case EnvAccessKey, EnvSecretKey, EnvGitUser, EnvGitPass:
+		default:
+			unknown = append(unknown, k)
+		}
+	}
+	sort.Strings(unknown)
+	msg := fmt.Sprintf("no %s line", strings.Join(missing, " line and no "))
+	if len(unknown) > 0 {
+		msg += fmt.Sprintf(" (it has %s)", strings.Join(unknown, ", "))
+	}
+	return nil, errors.New(msg)
+}
+
+// shorten quotes s for an error, at most 40 bytes of it.
+func shorten(s string) string {
+	if len(s) > 40 {
+		s = s[:40] + "..."
+	}
+	return strconv.Quote(s)
 }

@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -268,6 +270,13 @@ const emptyCreds = `credentials {"access_key": "", "secret_key": ""}`
 // those are unset, from credsFile (the same KEY=VALUE lines). A config that
 // already has credentials is left alone. It reports whether it wrote.
 func FirstBoot(configPath string, env map[string]string, credsFile string) (bool, error) {
+	return FirstBootWait(context.Background(), configPath, env, CredsSource{File: credsFile, Timeout: -1})
+}
+
+// FirstBootWait is FirstBoot with credentials that may not be there yet:
+// when env has neither key, it waits for src (WaitCredentials). A config
+// that already has credentials is left alone without waiting.
+func FirstBootWait(ctx context.Context, configPath string, env map[string]string, src CredsSource) (bool, error) {
 	if configPath == "" {
 		configPath = unitgen.DefaultConfigPath
 	}
@@ -279,15 +288,18 @@ func FirstBoot(configPath string, env map[string]string, credsFile string) (bool
 		return false, nil
 	}
 	access, secret := env[EnvAccessKey], env[EnvSecretKey]
-	if access == "" && secret == "" && credsFile != "" {
-		f, err := ReadEnvFile(credsFile)
+	if access == "" && secret == "" && (src.File != "" || src.URL != "") {
+		creds, err := WaitCredentials(ctx, src)
 		if err != nil {
-			return false, fmt.Errorf("first boot: %v", err)
+			return false, err
 		}
-		access, secret = f[EnvAccessKey], f[EnvSecretKey]
+		access, secret = creds[EnvAccessKey], creds[EnvSecretKey]
+		if src.Log != nil && (creds[EnvGitUser] != "" || creds[EnvGitPass] != "") {
+			fmt.Fprintf(src.Log, "warning: first boot fills in the API keys only; %s/%s from %s were not used (pass --git-user/--git-pass when provisioning)\n", EnvGitUser, EnvGitPass, src.what())
+		}
 	}
 	if access == "" || secret == "" {
-		return false, fmt.Errorf("first boot: %s has no credentials and neither %s/%s nor a creds file (--creds-file, lines %s=...) provide both", configPath, EnvAccessKey, EnvSecretKey, EnvAccessKey)
+		return false, fmt.Errorf("first boot: %s has no credentials and neither %s/%s nor a creds file (--creds-file, lines %s=...) or --creds-url provide both", configPath, EnvAccessKey, EnvSecretKey, EnvAccessKey)
 	}
 	a, _ := json.Marshal(access)
 	s, _ := json.Marshal(secret)
@@ -301,4 +313,178 @@ func FirstBoot(configPath string, env map[string]string, credsFile string) (bool
 		return false, fmt.Errorf("first boot: %v", err)
 	}
 	return true, nil
+}
+
+// Defaults of CredsSource.
+const (
+	DefaultCredsTimeout   = 5 * time.Minute
+	DefaultCredsFirstWait = time.Second
+	DefaultCredsMaxWait   = 15 * time.Second
+	DefaultCredsRequest   = 10 * time.Second
+	maxCredsBody          = 64 << 10
+)
+
+// CredsSource is where first boot finds the credentials: a file that
+// something else writes (a secrets agent, the provider), or a metadata URL
+// that answers 200 with KEY=VALUE lines. Both may not be there yet.
+type CredsSource struct {
+	File    string
+	URL     string
+	Headers http.Header // sent with URL requests
+	// Timeout bounds the whole wait (default DefaultCredsTimeout); a
+	// negative one tries once.
+	Timeout time.Duration
+	// The pause between tries starts at FirstWait and doubles up to
+	// MaxWait; each request may take RequestTimeout (defaults above).
+	FirstWait, MaxWait, RequestTimeout time.Duration
+	Client                             *http.Client // default: a plain client
+	Log                                io.Writer    // progress lines; nil: none
+}
+
+func (s CredsSource) what() string {
+	if s.URL != "" {
+		return s.URL
+	}
+	return s.File
+}
+
+// ParseHeader parses a --creds-header "Name: value".
+func ParseHeader(h string) (name, value string, err error) {
+	name, value, ok := strings.Cut(h, ":")
+	name, value = strings.TrimSpace(name), strings.TrimSpace(value)
+	if !ok || name == "" || strings.ContainsFunc(name, func(r rune) bool { return r <= ' ' || r >= 0x7f || strings.ContainsRune("\"(),/:;<=>?@[\\]{}", r) }) ||
+		strings.ContainsFunc(value, func(r rune) bool { return r < ' ' && r != '\t' || r == 0x7f }) {
+		return "", "", fmt.Errorf("--creds-header %q: want 'Name: value' on one line, e.g. 'Metadata-Flavor: Google'", h)
+	}
+	return name, value, nil
+}
+
+// WaitCredentials tries src until it yields valid credentials (both API
+// keys), pausing between tries, for at most src.Timeout. A missing file, an
+// unreachable URL, a non-200 answer and a body that is not credentials are
+// all retried; when time is up the error names the source and the last
+// reason, on one line.
+func WaitCredentials(ctx context.Context, src CredsSource) (map[string]string, error) {
+	if (src.File == "") == (src.URL == "") {
+		return nil, errors.New("first boot: give one of --creds-file FILE and --creds-url URL")
+	}
+	timeout := src.Timeout
+	if timeout == 0 {
+		timeout = DefaultCredsTimeout
+	}
+	wait, maxWait, reqTimeout := src.FirstWait, src.MaxWait, src.RequestTimeout
+	if wait <= 0 {
+		wait = DefaultCredsFirstWait
+	}
+	if maxWait <= 0 {
+		maxWait = DefaultCredsMaxWait
+	}
+	if reqTimeout <= 0 {
+		reqTimeout = DefaultCredsRequest
+	}
+	client := src.Client
+	if client == nil {
+		client = &http.Client{}
+	}
+	once := timeout < 0
+	if once {
+		timeout = reqTimeout
+	}
+	parent := ctx
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var last error
+	for try := 1; ; try++ {
+		var creds map[string]string
+		var err error
+		if src.URL != "" {
+			creds, err = fetchCreds(ctx, client, src.URL, src.Headers, reqTimeout)
+		} else {
+			creds, err = readCreds(src.File)
+		}
+		if err != nil && ctx.Err() != nil && last != nil {
+			err = last // cut short by the deadline: the previous answer says more
+		}
+		last = err
+		if last == nil {
+			if try > 1 && src.Log != nil {
+				fmt.Fprintf(src.Log, "first boot: credentials from %s (try %d)\n", src.what(), try)
+			}
+			return creds, nil
+		}
+		if once {
+			return nil, fmt.Errorf("first boot: %v", last)
+		}
+		if src.Log != nil {
+			fmt.Fprintf(src.Log, "first boot: waiting for credentials at %s: %v; next try in %s\n", src.what(), last, wait)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			if parent.Err() != nil {
+				return nil, fmt.Errorf("first boot: interrupted while waiting for credentials at %s (last: %v)", src.what(), last)
+			}
+			fix := "check that the file is written (KEY=VALUE lines " + EnvAccessKey + "=..., " + EnvSecretKey + "=...)"
+			if src.URL != "" {
+				fix = "check the URL, its headers (--creds-header) and that it serves KEY=VALUE lines " + EnvAccessKey + "=..., " + EnvSecretKey + "=..."
+			}
+			return nil, fmt.Errorf("first boot: no credentials from %s within --creds-timeout %s (%d tries; last: %v); %s, or raise --creds-timeout", src.what(), timeout, try, last, fix)
+		case <-t.C:
+		}
+		wait = min(wait*2, maxWait)
+	}
+}
+
+// readCreds reads a credentials file that may not exist yet.
+func readCreds(file string) (map[string]string, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%s does not exist yet", file)
+		}
+		return nil, fmt.Errorf("read %s: %v", file, err)
+	}
+	creds, err := ParseCredentials(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s is not a credentials file: %v", file, err)
+	}
+	return creds, nil
+}
+
+// fetchCreds asks url once, within reqTimeout (and ctx).
+func fetchCreds(ctx context.Context, client *http.Client, url string, h http.Header, reqTimeout time.Duration) (map[string]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, reqTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, fmt.Errorf("bad URL: %v", err)
+	}
+	for k, vs := range h {
+		req.Header[k] = append([]string(nil), vs...)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, oneLine(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxCredsBody+1))
+	if err != nil {
+		return nil, fmt.Errorf("read the answer: %v", oneLine(err))
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("HTTP %s", resp.Status)
+	}
+	if len(body) > maxCredsBody {
+		return nil, fmt.Errorf("the answer is over %d KiB, not a credentials file", maxCredsBody>>10)
+	}
+	creds, err := ParseCredentials(body)
+	if err != nil {
+		return nil, fmt.Errorf("the answer is not credentials: %v", err)
+	}
+	return creds, nil
+}
+
+func oneLine(err error) error {
+	return errors.New(strings.Join(strings.Fields(err.Error()), " "))
 }

@@ -4,6 +4,7 @@ import (
 	"io"
 
 	"github.com/alecthomas/kingpin/v2"
+	"github.com/gpufleet/clearml-agent-go/cloudinit"
 	"github.com/gpufleet/clearml-agent-go/provision"
 	"github.com/gpufleet/clearml-agent-go/unitgen"
 )
@@ -55,7 +56,7 @@ func parse(args []string, stdout, stderr io.Writer) (c provision.Command, exit i
 	app.Flag("watchdog-sec", "Unit WatchdogSec (0: default, -1: off).").Envar(env("WATCHDOG_SEC")).Hidden().IntVar(&in.WatchdogSec)
 	app.Flag("dry-run", "Print the plan (files with diffs, units) and change nothing.").Envar(env("DRY_RUN")).BoolVar(&c.DryRun)
 	app.Flag("no-start", "Write and enable the units but start nothing.").Envar(env("NO_START")).BoolVar(&c.NoStart)
-	app.Flag("wait", "How long to wait for agents to report READY.").Default("2m").Envar(env("WAIT")).DurationVar(&c.WaitTimeout)
+	app.Flag("wait", "How long to wait for agents to report READY.").Default(provision.DefaultWait.String()).Envar(env("WAIT")).DurationVar(&c.WaitTimeout)
 
 	app.Command(string(provision.ActionApply), "Write the config and units and start the agents (default).").Default()
 	app.Command(string(provision.ActionStatus), "Show the agents: unit, GPUs, queues, worker id, state, STATUS, uptime.")
@@ -65,7 +66,24 @@ func parse(args []string, stdout, stderr io.Writer) (c provision.Command, exit i
 	runCmd := app.Command(string(provision.ActionRun), "Supervise the agents as child processes (no systemd needed).")
 	runCmd.Flag("state-dir", "Where the agents keep state, cache and logs.").Envar(env("STATE_DIR")).StringVar(&c.StateDir)
 	firstBootCmd := app.Command(string(provision.ActionFirstBoot), "Fill in credentials of a --first-boot-creds config, then start the agents.")
-	firstBootCmd.Flag("creds-file", "File with CLEARML_API_ACCESS_KEY=... and CLEARML_API_SECRET_KEY=... lines.").Envar(env("CREDS_FILE")).StringVar(&c.CredsFile)
+	firstBootCmd.Flag("creds-file", "File with CLEARML_API_ACCESS_KEY=... and CLEARML_API_SECRET_KEY=... lines; waited for (up to --creds-timeout) until it is there.").Envar(env("CREDS_FILE")).StringVar(&c.CredsFile)
+	firstBootCmd.Flag("creds-url", "Metadata URL that answers 200 with the same KEY=VALUE lines; retried with backoff up to --creds-timeout.").Envar(env("CREDS_URL")).StringVar(&c.CredsURL)
+	firstBootCmd.Flag("creds-header", "Request header of --creds-url, 'Name: value' (e.g. 'Metadata-Flavor: Google'); repeatable.").Envar(env("CREDS_HEADER")).StringsVar(&c.CredsHeaders)
+	firstBootCmd.Flag("creds-timeout", "How long to wait for --creds-file or --creds-url before failing.").Default(provision.DefaultCredsTimeout.String()).Envar(env("CREDS_TIMEOUT")).DurationVar(&c.CredsTimeout)
+
+	ci := &c.CloudInit
+	cloudInitCmd := app.Command(string(provision.ActionCloudInit), "Print #cloud-config user-data (or a startup script) that installs and provisions the agents these flags describe at a machine's first boot.")
+	cloudInitCmd.Flag("output", "Write it to this file (mode 0600: it may hold the credentials) instead of stdout.").Short('o').Envar(env("OUTPUT")).StringVar(&ci.Output)
+	cloudInitCmd.Flag("format", "cloud-config (user-data) or shell (a #!/bin/sh startup script).").Default(string(cloudinit.FormatCloudConfig)).Envar(env("FORMAT")).EnumVar(&ci.Format, string(cloudinit.FormatCloudConfig), string(cloudinit.FormatShell))
+	cloudInitCmd.Flag("binary-url", "Release tarball to install at boot (http(s)://, file:// or a path on the machine); needs --binary-sha256.").Envar(env("BINARY_URL")).StringVar(&ci.BinaryURL)
+	cloudInitCmd.Flag("binary-sha256", "sha256 of the --binary-url tarball (the first field of its .sha256 file); a mismatch stops the install.").Envar(env("BINARY_SHA256")).StringVar(&ci.BinarySHA256)
+	cloudInitCmd.Flag("creds-from", "Where the machine gets the credentials: inline (written 0600 from the user-data; default), file:PATH or url:URL (waited for at boot), placeholder (none; run `agent-provision first-boot` later).").Envar(env("CREDS_FROM")).StringVar(&ci.CredsFrom)
+	cloudInitCmd.Flag("creds-header", "Request header of --creds-from url:URL, 'Name: value'; repeatable.").Envar(env("CREDS_HEADER")).StringsVar(&c.CredsHeaders)
+	cloudInitCmd.Flag("creds-timeout", "How long the machine waits for --creds-from file:/url: credentials.").Default(provision.DefaultCredsTimeout.String()).Envar(env("CREDS_TIMEOUT")).DurationVar(&c.CredsTimeout)
+	cloudInitCmd.Flag("worker-id-prefix", "Worker ids PREFIX:<instance-id>:<agent> (the autoscaler's convention), the instance id read at boot.").Envar(env("WORKER_ID_PREFIX")).StringVar(&ci.WorkerIDPrefix)
+	cloudInitCmd.Flag("no-packages", "Install no packages (the image has python3, python3-venv, git, ca-certificates, curl).").Envar(env("NO_PACKAGES")).BoolVar(&ci.NoPackages)
+	cloudInitCmd.Flag("docker-packages", "Install docker.io too (for --docker).").Envar(env("DOCKER_PACKAGES")).BoolVar(&ci.DockerPackages)
+	cloudInitCmd.Flag("prebuilt-image", "The image has the agent and its units (packer: --root / --first-boot-creds): only deliver the credentials and start the agents.").Envar(env("PREBUILT_IMAGE")).BoolVar(&ci.PrebuiltImage)
 
 	cmd, err := app.Parse(args)
 	c.Action = provision.Action(cmd)
