@@ -188,10 +188,22 @@ def _clearml_notebook_agents():
         f.writelines(lines)
     os.replace(tmp, creds)
 
+    # agent-provision run takes PREFIX/bin/clearml-agent: a bin dir not named bin gets a PREFIX of links.
+    prefix = os.path.dirname(bindir)
+    if os.path.basename(bindir) != "bin":
+        prefix = os.path.join(state, "prefix")
+        os.makedirs(os.path.join(prefix, "bin"), exist_ok=True)
+        for b in ("clearml-agent", "clearml-agent-static"):
+            link = os.path.join(prefix, "bin", b)
+            if os.path.lexists(link):
+                os.unlink(link)
+            if os.path.exists(os.path.join(bindir, b)):
+                os.symlink(os.path.join(bindir, b), link)
+
     argv = [os.path.join(bindir, "agent-provision"), "run",
             "--credentials-file", creds, "--api-host", CLEARML_API_HOST, "--queue", CLEARML_QUEUE,
             "--state-dir", state, "--config", os.path.join(state, "clearml.conf"),
-            "--prefix", os.path.dirname(bindir)]
+            "--prefix", prefix]
     if CLEARML_WEB_HOST:
         argv += ["--web-host", CLEARML_WEB_HOST]
     if CLEARML_FILES_HOST:
@@ -282,7 +294,14 @@ def _clearml_notebook_agents():
     except KeyboardInterrupt:
         say("interrupted while starting: stopping the agents")
         proc.send_signal(signal.SIGTERM)
-        proc.wait()
+        try:
+            proc.wait(timeout=60)
+        except (KeyboardInterrupt, subprocess.TimeoutExpired):
+            say("killing the agents")
+            proc.send_signal(signal.SIGINT)  # the second signal aborts the tasks, a third kills
+            time.sleep(0.5)  # (one pending signal of a kind: two at once would count as one)
+            proc.send_signal(signal.SIGINT)
+            proc.wait()
         fail("stopped before the agents were ready (agent-provision exited with status %d)" % proc.returncode)
 
     if CLEARML_NOTEBOOK_BACKGROUND:

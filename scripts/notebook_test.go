@@ -300,11 +300,23 @@ func TestNotebookEndToEnd(t *testing.T) {
 	}
 	t.Logf("cell output:\n%s", stdout.String())
 
-	// Background mode, with the binaries the first run installed.
-	bg := run(t, append(env, "CLEARML_AGENT_GO_BIN_DIR="+prefix+"/bin", "CLEARML_NOTEBOOK_BACKGROUND=1"), tmp, py, filepath.Join(cellDir, "cell.py"))
+	// Background mode, with the binaries the first run installed, from a directory not named bin.
+	tools := filepath.Join(tmp, "tools")
+	if err := os.Mkdir(tools, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range []string{"agent-provision", "clearml-agent"} {
+		if err := os.Symlink(filepath.Join(prefix, "bin", b), filepath.Join(tools, b)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bg := run(t, append(env, "CLEARML_AGENT_GO_BIN_DIR="+tools, "CLEARML_NOTEBOOK_BACKGROUND=1"), tmp, py, filepath.Join(cellDir, "cell.py"))
 	m := regexp.MustCompile(`agents running in the background \(agent-provision pid (\d+), log `).FindStringSubmatch(bg.stdout)
 	if bg.code != 0 || m == nil {
 		t.Fatalf("background cell: exit %d\n%s%s\n%s", bg.code, bg.stdout, bg.stderr, supervisorLog())
+	}
+	if want := "cpu0: " + filepath.Join(state, "prefix", "bin", "clearml-agent") + " --config-file "; !strings.Contains(supervisorLog(), want) {
+		t.Errorf("the agent did not run from the prefix of links (%q)\n%s", want, supervisorLog())
 	}
 	pid, _ := strconv.Atoi(m[1])
 	alive := func() bool {
@@ -324,7 +336,7 @@ func TestNotebookEndToEnd(t *testing.T) {
 		t.Fatalf("after the background cell returned: workers %v, supervisor alive %v\n%s", ids, alive(), supervisorLog())
 	}
 	// Running the cell again while they run is refused.
-	again := run(t, append(env, "CLEARML_AGENT_GO_BIN_DIR="+prefix+"/bin"), tmp, py, filepath.Join(cellDir, "cell.py"))
+	again := run(t, append(env, "CLEARML_AGENT_GO_BIN_DIR="+tools), tmp, py, filepath.Join(cellDir, "cell.py"))
 	oneLine(t, "second cell", again.stderr, "clearml notebook: agents of an earlier run are still running (agent-provision pid "+m[1])
 	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
 		t.Fatal(err)
