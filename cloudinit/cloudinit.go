@@ -286,8 +286,6 @@ func (c *Config) check() error {
 		switch {
 		case c.BinaryURL != "":
 			return errors.New("--prebuilt-image with --binary-url: the image already has the agent; drop one of them")
-		case c.WorkerIDPrefix != "":
-			return errors.New("--prebuilt-image with --worker-id-prefix: the image's agents and their worker ids were set when it was built; drop --worker-id-prefix (or provision at boot without --prebuilt-image)")
 		case c.DockerPackages:
 			return errors.New("--prebuilt-image with --docker-packages: install docker.io when the image is built (packer's install_docker); drop --docker-packages")
 		}
@@ -430,7 +428,15 @@ func Render(c Config) ([]byte, error) {
 		case CredsPlaceholder:
 			d.Summary = "the image's agents wait for credentials; run " + later
 		default:
-			d.Steps = append(d.Steps, step{Comment: "fill the credentials into the image's clearml.conf and start its agents", Args: firstBoot})
+			fb := step{Comment: "fill the credentials into the image's clearml.conf and start its agents", Args: firstBoot}
+			if c.WorkerIDPrefix != "" {
+				// An image is built before its instance id is known:
+				// first boot names the agents.
+				fb.Comment = "worker ids <prefix>:<instance-id>:<agent>; " + fb.Comment
+				fb.Script = instanceIDScript(c)
+				fb.Args = append([]string{c.WorkerIDPrefix}, firstBoot...)
+			}
+			d.Steps = append(d.Steps, fb)
 			if d.Inline {
 				d.Steps = append(d.Steps, rmCreds)
 			}

@@ -196,6 +196,8 @@ func TestCloudConfigVariants(t *testing.T) {
 	prebuiltURL := Config{PrebuiltImage: true, CredsFrom: CredsURL, CredsURL: "https://meta.example/creds"}
 	nopkg := inline()
 	nopkg.NoPackages = true
+	prebuiltPrefix := prebuilt
+	prebuiltPrefix.WorkerIDPrefix = "pool"
 	bin := "/usr/local/bin/agent-provision"
 
 	for _, tc := range []struct {
@@ -227,6 +229,11 @@ func TestCloudConfigVariants(t *testing.T) {
 			{"rm", "-f", DefaultCredsPath},
 			{bin, "status"},
 		}, "the image's clearml agents provisioned after $UPTIME s; agent-provision status shows their state"},
+		{"prebuilt image, worker id prefix", prebuiltPrefix, nil, [][]string{
+			{"sh", "-c", instanceIDScript(withDefaults(prebuiltPrefix)), "sh", "pool", bin, "first-boot", "--creds-file", DefaultCredsPath},
+			{"rm", "-f", DefaultCredsPath},
+			{bin, "status"},
+		}, ""},
 		{"prebuilt image, url", prebuiltURL, nil, [][]string{
 			{bin, "first-boot", "--creds-url", "https://meta.example/creds", "--creds-timeout", "5m0s"},
 			{bin, "status"},
@@ -305,7 +312,6 @@ func TestBadConfig(t *testing.T) {
 		{"prebuilt with binary", func(c *Config) {
 			c.PrebuiltImage, c.BinaryURL, c.BinarySHA256 = true, "https://x/r.tar.gz", testSHA
 		}, "--prebuilt-image with --binary-url"},
-		{"prebuilt with prefix", func(c *Config) { c.PrebuiltImage, c.WorkerIDPrefix = true, "pool" }, "--prebuilt-image with --worker-id-prefix"},
 		{"control character in an argument", func(c *Config) { c.ApplyArgs = append(c.ApplyArgs, "--queue", "a\nb") }, "contains a line break"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

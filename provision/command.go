@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -356,6 +358,20 @@ func (r *runner) firstBoot(ctx context.Context) error {
 	} else {
 		fmt.Fprintf(r.Stdout, "%s already has credentials; left unchanged\n", conf)
 	}
+	ids, err := FillWorkerIDs(r.Inputs.Root, r.Inputs.Hostname)
+	if err != nil {
+		return err
+	}
+	if len(ids) > 0 {
+		fmt.Fprintf(r.Stdout, "worker ids: %s\n", strings.Join(ids, " "))
+	}
+	// The units skip while the marker is there (ConditionPathExists=!).
+	marker := filepath.Join(r.Inputs.Root, PendingMarker(r.Inputs.ConfigPath))
+	if err := os.Remove(marker); err == nil {
+		fmt.Fprintf(r.Stdout, "removed %s: the agents may start\n", marker)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("first boot: %v; remove it by hand, then run first-boot again", err)
+	}
 	if r.NoStart || r.Inputs.Root != "" || !r.d.SystemdRunning() {
 		return nil
 	}
@@ -364,15 +380,24 @@ func (r *runner) firstBoot(ctx context.Context) error {
 		return err
 	}
 	defer closeFn()
-	// Agents enabled in the image ran without credentials before this and
-	// may have hit their start limit: forget that, then start them all.
+	// Start every provisioned agent: skipped ones (the marker) start now,
+	// ones that ran without credentials (an image from before the marker)
+	// may have hit their start limit, so forget that and restart them.
 	states, err := mgr.States(ctx, systemd.AgentPattern)
 	if err != nil {
 		return err
 	}
-	var units []string
+	active := map[string]bool{}
 	for _, st := range states {
-		units = append(units, st.Name)
+		active[st.Name] = st.Active()
+	}
+	instances, err := provisionedInstances(r.Inputs.Root, states)
+	if err != nil {
+		return err
+	}
+	var units []string
+	for _, inst := range instances {
+		units = append(units, unitgen.InstanceUnit(inst))
 	}
 	if err := mgr.ResetFailed(ctx, units); err != nil {
 		return err
@@ -380,15 +405,53 @@ func (r *runner) firstBoot(ctx context.Context) error {
 	if err := mgr.Start(ctx, unitgen.TargetName); err != nil {
 		return err
 	}
-	for _, st := range states {
-		if st.Active() {
-			if err := mgr.Restart(ctx, st.Name); err != nil {
-				return err
-			}
+	for _, u := range units {
+		start := mgr.Start
+		if active[u] {
+			start = mgr.Restart
+		}
+		if err := start(ctx, u); err != nil {
+			return err
 		}
 	}
-	fmt.Fprintf(r.Stdout, "started %s\n", unitgen.TargetName)
+	if _, err := mgr.WaitActive(ctx, units, r.WaitTimeout); err != nil {
+		return err
+	}
+	fmt.Fprintf(r.Stdout, "started %s: %s ready\n", unitgen.TargetName, strings.Join(instances, " "))
 	return nil
+}
+
+// provisionedInstances lists the agents with an environment file under
+// root, and those systemd has loaded.
+func provisionedInstances(root string, loaded []systemd.UnitState) ([]string, error) {
+	dir := filepath.Join(root, "/", unitgen.DefaultEnvDir)
+	entries, err := os.ReadDir(dir)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("first boot: %v; fix its permissions", err)
+	}
+	seen := map[string]bool{}
+	var out []string
+	add := func(name string) {
+		if !seen[name] {
+			seen[name] = true
+			out = append(out, name)
+		}
+	}
+	for _, e := range entries {
+		if name, ok := strings.CutSuffix(e.Name(), ".env"); ok && !e.IsDir() {
+			add(name)
+		}
+	}
+	for _, st := range loaded {
+		if inst, ok := strings.CutPrefix(strings.TrimSuffix(st.Name, ".service"), "clearml-agent@"); ok {
+			add(inst)
+		}
+	}
+	sort.Strings(out)
+	if len(out) == 0 {
+		return nil, fmt.Errorf("first boot: no agents in %s; provision first (agent-provision --root DIR ... --first-boot-creds)", dir)
+	}
+	return out, nil
 }
 
 // checkCredsWait checks first-boot's --creds-file/--creds-url flags.

@@ -91,6 +91,10 @@ func TestRunFirstBoot(t *testing.T) {
 	if _, err := Apply(t.Context(), mustPlan(t, in), fakeHost(fake)); err != nil {
 		t.Fatal(err)
 	}
+	marker := filepath.Join(root, "etc/clearml-agent/first-boot-pending")
+	if _, err := os.Stat(marker); err != nil {
+		t.Fatalf("no marker keeps the units without credentials from starting: %v", err)
+	}
 	d := fakeDeps(fake)
 	env := map[string]string{EnvAccessKey: "NEWKEY", EnvSecretKey: "NEWSECRET"}
 	d.Getenv = func(k string) string { return env[k] }
@@ -104,6 +108,9 @@ func TestRunFirstBoot(t *testing.T) {
 	if b, _ := os.ReadFile(conf); !strings.Contains(string(b), "NEWSECRET") {
 		t.Errorf("clearml.conf lacks the new secret:\n%s", b)
 	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Errorf("first-boot left %s: the units would keep skipping", marker)
+	}
 	calls := strings.Join(since(fake, n), "\n")
 	for _, w := range []string{"reset-failed", "start clearml-agents.target", "restart clearml-agent@gpu0.service"} {
 		if !strings.Contains(calls, w) {
@@ -112,5 +119,55 @@ func TestRunFirstBoot(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "wrote credentials into "+conf) || !strings.Contains(out.String(), "started clearml-agents.target") {
 		t.Errorf("first-boot output:\n%s", out.String())
+	}
+}
+
+// An apply with credentials removes a marker an earlier --first-boot-creds
+// apply left, or the units would never start.
+func TestApplyWithCredentialsRemovesPendingMarker(t *testing.T) {
+	root := t.TempDir()
+	in := baseInputs(root)
+	marker := filepath.Join(root, "etc/clearml-agent/first-boot-pending")
+	if err := os.MkdirAll(filepath.Dir(marker), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(marker, []byte("x\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fake := &systemdtest.Fake{}
+	if _, err := Apply(t.Context(), mustPlan(t, in), fakeHost(fake)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Errorf("apply with credentials left %s", marker)
+	}
+}
+
+// First boot names the agents of an image (provisioned without a host
+// name) the way a live apply does, and leaves named ones alone.
+func TestFillWorkerIDs(t *testing.T) {
+	root := t.TempDir()
+	in := baseInputs(root)
+	in.Hostname = ""
+	in.AccessKey, in.SecretKey, in.FirstBootCreds = "", "", true
+	if _, err := Apply(t.Context(), mustPlan(t, in), fakeHost(&systemdtest.Fake{})); err != nil {
+		t.Fatal(err)
+	}
+	ids, err := FillWorkerIDs(root, "pool:i-0abc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ids) == 0 || ids[0] != "pool:i-0abc:gpu0" {
+		t.Fatalf("worker ids = %v, want pool:i-0abc:gpu0 first", ids)
+	}
+	env, err := os.ReadFile(filepath.Join(root, "etc/clearml-agent/agents/gpu0.env"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(env), "\nCLEARML_WORKER_ID=pool:i-0abc:gpu0\n") {
+		t.Errorf("gpu0.env:\n%s", env)
+	}
+	if again, err := FillWorkerIDs(root, "other"); err != nil || len(again) != 0 {
+		t.Errorf("a second first boot renamed the agents: %v, %v", again, err)
 	}
 }

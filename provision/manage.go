@@ -232,7 +232,7 @@ func Remove(ctx context.Context, o RemoveOptions, h Host) ([]string, error) {
 		paths = append(paths, wants, filepath.Join(unitDir, "multi-user.target.wants", unitgen.TargetName))
 	}
 	paths = append(paths, envDir, filepath.Join(unitDir, unitgen.TemplateName), filepath.Join(unitDir, unitgen.TargetName),
-		hp(SysusersPath), hp(TmpfilesPath))
+		hp(SysusersPath), hp(TmpfilesPath), hp(PendingMarker(o.ConfigPath)))
 	if o.PurgeConfig {
 		paths = append(paths, hp(o.ConfigPath), filepath.Dir(hp(o.ConfigPath)))
 	}
@@ -487,4 +487,62 @@ func fetchCreds(ctx context.Context, client *http.Client, url string, h http.Hea
 
 func oneLine(err error) error {
 	return errors.New(strings.Join(strings.Fields(err.Error()), " "))
+}
+
+// FillWorkerIDs gives every agent environment file under root that has no
+// CLEARML_WORKER_ID one, "<hostname>:<agent>" as a live apply names them:
+// an image is provisioned before its host name (or instance id) is known,
+// so first boot names its agents. Files that have one are left alone. It
+// returns the worker ids it wrote.
+func FillWorkerIDs(root, hostname string) ([]string, error) {
+	if hostname == "" {
+		return nil, nil
+	}
+	dir := filepath.Join(root, "/", unitgen.DefaultEnvDir)
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("first boot: %v", err)
+	}
+	var ids []string
+	for _, e := range entries {
+		inst, ok := strings.CutSuffix(e.Name(), ".env")
+		if !ok || e.IsDir() {
+			continue
+		}
+		p := filepath.Join(dir, e.Name())
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return ids, fmt.Errorf("first boot: %v", err)
+		}
+		has := false
+		for _, l := range strings.Split(string(data), "\n") {
+			if strings.HasPrefix(strings.TrimSpace(l), unitgen.EnvWorkerID+"=") {
+				has = true
+			}
+		}
+		if has {
+			continue
+		}
+		id := hostname + ":" + inst
+		if len(data) > 0 && data[len(data)-1] != '\n' {
+			data = append(data, '\n')
+		}
+		data = append(data, []byte(unitgen.EnvWorkerID+"="+id+"\n")...)
+		fi, err := os.Stat(p)
+		if err != nil {
+			return ids, fmt.Errorf("first boot: %v", err)
+		}
+		u, err := snapshot(p)
+		if err != nil {
+			return ids, err
+		}
+		if err := config.WriteFileAtomic(p, data, fi.Mode().Perm(), u.uid, u.gid); err != nil {
+			return ids, fmt.Errorf("first boot: %v", err)
+		}
+		ids = append(ids, id)
+	}
+	return ids, nil
 }

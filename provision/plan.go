@@ -300,11 +300,12 @@ func NewPlan(in Inputs, inv *gpu.Inventory) (*Plan, error) {
 	}
 	p.Warnings = warnings
 	p.Unit = unitgen.Options{
-		BinaryPath:   path.Join(in.Prefix, "bin/clearml-agent"),
-		ConfigPath:   in.ConfigPath,
-		User:         in.User,
-		WatchdogSec:  in.WatchdogSec,
-		DrainTimeout: in.DrainTimeout,
+		BinaryPath:    path.Join(in.Prefix, "bin/clearml-agent"),
+		ConfigPath:    in.ConfigPath,
+		User:          in.User,
+		PendingMarker: PendingMarker(in.ConfigPath),
+		WatchdogSec:   in.WatchdogSec,
+		DrainTimeout:  in.DrainTimeout,
 	}
 	if in.Docker {
 		p.Unit.Docker = true
@@ -335,6 +336,20 @@ func NewPlan(in Inputs, inv *gpu.Inventory) (*Plan, error) {
 	p.Files = append(p.Files, conf)
 	changed := map[string]bool{} // target path -> changed
 	changed[conf.Target] = conf.Action != FileKeep
+	// Without credentials (--first-boot-creds) the units wait for
+	// first-boot behind the marker; with them, no marker may be left.
+	marker := PendingMarker(in.ConfigPath)
+	if bytes.Contains(conf.New, []byte(emptyCreds)) {
+		fc, err := p.fileChange(marker, []byte(pendingMarkerText), 0o644)
+		if err != nil {
+			return nil, err
+		}
+		p.Files = append(p.Files, fc)
+	} else if old, _, err := p.read(marker); err != nil {
+		return nil, err
+	} else if old != nil {
+		p.Files = append(p.Files, FileChange{Target: marker, Path: p.hostPath(marker), Action: FileDelete, Old: old, Mode: 0o644})
+	}
 	for _, f := range files {
 		fc, err := p.fileChange("/"+f.Path, f.Content, f.Mode)
 		if err != nil {
@@ -590,6 +605,16 @@ func (p *Plan) confChange() (FileChange, error) {
 	fc.secrets = secrets
 	return fc, nil
 }
+
+// PendingMarker is the file that keeps the agents of a config without
+// credentials from starting (unitgen.Options.PendingMarker): beside
+// clearml.conf, "first-boot-pending".
+func PendingMarker(configPath string) string {
+	return path.Join(path.Dir(configPath), "first-boot-pending")
+}
+
+const pendingMarkerText = "# agent-provision: clearml.conf has no credentials yet, so the clearml-agent@ units are skipped\n" +
+	"# (ConditionPathExists=!this file). `agent-provision first-boot` fills them in and removes this file.\n"
 
 // existingInstances lists the instances with an environment file on disk.
 func (p *Plan) existingInstances() ([]string, error) {

@@ -75,6 +75,12 @@ type Options struct {
 	// the template is shared). The unit joins the docker group and gets no
 	// device access of its own; see templateUnit.
 	Docker bool
+	// PendingMarker, when set, is a file whose presence keeps the agents
+	// from starting (ConditionPathExists=!PATH): an image provisioned with
+	// --first-boot-creds has no credentials yet, and its units are skipped
+	// cleanly, instead of failing and restarting, until
+	// `agent-provision first-boot` fills them in and removes the file.
+	PendingMarker string
 	// DockerUnit is the local engine's systemd unit ("docker.service") that
 	// docker-mode units want and start after; empty when the engine is
 	// remote or not a systemd service (DOCKER_HOST elsewhere).
@@ -259,6 +265,9 @@ func templateUnit(o Options) []*unit.UnitOption {
 	}
 	unitS("After", after)
 	unitS("PartOf", TargetName)
+	if o.PendingMarker != "" {
+		unitS("ConditionPathExists", "!"+o.PendingMarker)
+	}
 	unitS("StartLimitIntervalSec", "600")
 	unitS("StartLimitBurst", "5")
 

@@ -254,7 +254,6 @@ func TestCloudInitBadInput(t *testing.T) {
 		{append(keys, "--gpus", "0", "--extra-index-url", "https://u:pw@pypi.example/simple"), "the URL holds a password"},
 		{append(keys, "--gpus", "0", "--creds-header", "A: b"), "headers are sent only with --creds-from url:URL"},
 		{append(keys[:2:2], "--gpus", "0", "--creds-from", "url:http://m/", "--creds-header", "nocolon"), "want 'Name: value'"},
-		{append(keys, "--prebuilt-image", "--worker-id-prefix", "pool"), "--prebuilt-image with --worker-id-prefix"},
 		{append(keys, "--gpus", "0", "--format", "json"), "enum value must be one of cloud-config,shell"},
 	} {
 		args := append([]string{"cloud-init"}, tc.args...)

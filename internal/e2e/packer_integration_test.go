@@ -33,7 +33,8 @@ func TestIntegrationPackerImage(t *testing.T) {
 
 	srv, queues := startServer(t, "default")
 	rel := release(t)
-	userData, err := hostProvision(t, "cloud-init", "--prebuilt-image", "--access-key", accessKey, "--secret-key", secretKey)
+	userData, err := hostProvision(t, "cloud-init", "--prebuilt-image", "--worker-id-prefix", "pool",
+		"--access-key", accessKey, "--secret-key", secretKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,9 +83,14 @@ func TestIntegrationPackerImage(t *testing.T) {
 	status := cloudInitDone(t, m)
 	t.Logf("cloud-init status:\n%s", strings.TrimSpace(status))
 	ready := readyAfter(t, m, "clearml-agent@cpu0.service", start)
-	// No --hostname in an image: the agent names itself at boot, after the
-	// host name cloud-init set (local-hostname), as clearml-agent does.
-	waitWorkers(t, srv, 30*time.Second, "clearml-e2e:cpu:0")
+	// The image has no worker ids: first boot names the agents after the
+	// instance (the autoscaler's <prefix>:<instance-id> convention).
+	waitWorkers(t, srv, 30*time.Second, "pool:"+iid+":cpu0")
+	// Before first boot the units were skipped (ConditionPathExists), not
+	// failed and restarted.
+	if j := m.Journal("clearml-agent@cpu0.service"); strings.Contains(j, "Failed") || strings.Contains(j, "missing credentials") {
+		t.Errorf("the agent unit failed before its credentials arrived:\n%s", j)
+	}
 	_, log := runTask(t, srv, queues["default"], "hello", "echo \"hello from the image\"\n", 2*time.Minute)
 	completed := monotonicNow() - start
 	if !strings.Contains(log, "hello from the image") {
