@@ -76,9 +76,16 @@ func runExecute(ctx context.Context, g *Globals, f *executeFlags) error {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if f.lifelineFD >= 0 {
-		ctx2, gone := context.WithCancel(ctx)
-		defer gone()
-		if err := executor.Lifeline(f.lifelineFD, gone); err != nil {
+		// End of file: the daemon is gone. An abort line: the daemon
+		// aborts the task with a reason (preemption); the task is marked
+		// stopped with it.
+		ctx2, cancel := context.WithCancelCause(ctx)
+		defer cancel(nil)
+		abort := func(c *task.AbortCause) {
+			cancel(c)
+			rep.Aborting()
+		}
+		if err := executor.Lifeline(f.lifelineFD, func() { cancel(nil) }, abort); err != nil {
 			return err
 		}
 		ctx = ctx2
@@ -174,6 +181,7 @@ func execute(ctx context.Context, g *Globals, f *executeFlags, rep *executor.Rep
 	if rep != nil {
 		o.Loaded = func(t *api.Task) { rep.Loaded(t) }
 		o.Started = rep.Started
+		o.Phase = rep.Phase
 	}
 	return task.NewRunner(e.client, s).Run(ctx, f.id, o)
 }

@@ -95,9 +95,13 @@ func (r *Runner) runDocker(ctx context.Context, id string, o task.Options) (task
 	}
 	// Each line of the pull is progress; a registry that stops answering
 	// sends none, and the daemon's watchdog sees it.
+	pullStart := time.Now()
 	if err := d.Engine.EnsureImage(ctx, spec.Image, spec.ForcePull, func(l string) { tl.line("INFO", l); progress(o) }); err != nil {
 		tl.line("ERROR", err.Error())
 		return task.Outcome{TaskID: id, Status: "failed"}, r.fail(ctx, id, oneline.Of(err))
+	}
+	if o.Phase != nil {
+		o.Phase(task.PhaseDockerPull, time.Since(pullStart))
 	}
 	tl.flush(ctx)
 	if env := sessionEnv(ctx, r.cfg.Token, r.cfg.Logger); env != "" {
@@ -114,6 +118,7 @@ func (r *Runner) runDocker(ctx context.Context, id string, o task.Options) (task
 	if err != nil {
 		return task.Outcome{TaskID: id, Status: "failed"}, r.fail(ctx, id, oneline.Of(err))
 	}
+	defer r.containers.add(c.ID)()
 	defer func() {
 		rc, cancel := context.WithTimeout(bg, 30*time.Second)
 		defer cancel()
@@ -169,6 +174,26 @@ supervise:
 				progress(o)
 			}
 		case <-abort:
+			if cause := task.AbortCauseOf(ctx); cause != nil && writeAbort(stdin, cause) == nil {
+				// An abort with a reason: the agent inside aborts its
+				// task itself once it read the reason on its stdin.
+				r.cfg.Logger.Info("aborting the task through the agent in its container", "task", id, "container", shortID(c.ID), "reason", cause.Reason)
+				t := time.NewTimer(abortAckWait)
+				select {
+				case <-ev.ack:
+					t.Reset(d.StopGrace)
+					select {
+					case <-waited:
+						t.Stop()
+						break supervise
+					case <-t.C:
+					}
+				case <-waited:
+					t.Stop()
+					break supervise
+				case <-t.C:
+				}
+			}
 			r.cfg.Logger.Info("aborting the task: stopping its container", "task", id, "container", shortID(c.ID), "grace", d.StopGrace.String())
 			if err := c.Stop(bg, d.StopGrace); err != nil {
 				r.cfg.Logger.Warn("stopping the container failed", "task", id, "err", err)
@@ -292,7 +317,9 @@ func (r *Runner) AdoptServices(ctx context.Context) (int, error) {
 		}
 		n++
 		r.cfg.Logger.Info("adopted a running service container", "container", shortID(id), "task", task, "worker", c.Labels[docker.LabelWorker])
+		forget := r.containers.add(id)
 		go func() {
+			defer forget()
 			bg := context.WithoutCancel(ctx)
 			code, err := d.Engine.Wait(bg, id)
 			r.cfg.Logger.Info("adopted service ended", "container", shortID(id), "task", task, "exit_code", code, "err", err)

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"sort"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -73,7 +74,50 @@ type Recorder interface {
 // Runner runs each task in its own `clearml-agent execute` child. It
 // implements the daemon's task runner and is safe for concurrent use
 // (services mode).
-type Runner struct{ cfg Config }
+type Runner struct {
+	cfg        Config
+	containers *containerSet // shared with the runners WithWorker returns
+}
+
+// containerSet is the ids of the task containers that run now.
+type containerSet struct {
+	mu  sync.Mutex
+	ids map[string]int
+}
+
+// add records id until the returned func is called.
+func (s *containerSet) add(id string) func() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ids == nil {
+		s.ids = map[string]int{}
+	}
+	s.ids[id]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if s.ids[id]--; s.ids[id] <= 0 {
+				delete(s.ids, id)
+			}
+		})
+	}
+}
+
+// Containers returns the ids of the task containers this runner (and the
+// runners WithWorker made from it) runs now, in docker mode: the busy-GPU
+// check counts their processes as the agent's own.
+func (r *Runner) Containers() []string {
+	r.containers.mu.Lock()
+	defer r.containers.mu.Unlock()
+	out := make([]string, 0, len(r.containers.ids))
+	for id := range r.containers.ids {
+		out = append(out, id)
+	}
+	sort.Strings(out)
+	return out
+}
 
 // New returns a Runner.
 func New(cfg Config) (*Runner, error) {
@@ -93,7 +137,7 @@ func New(cfg Config) (*Runner, error) {
 	if cfg.ProgressInterval <= 0 {
 		cfg.ProgressInterval = 5 * time.Second
 	}
-	return &Runner{cfg: cfg}, nil
+	return &Runner{cfg: cfg, containers: &containerSet{}}, nil
 }
 
 // WithWorker returns a Runner whose children run under another worker id and
@@ -102,7 +146,7 @@ func (r *Runner) WithWorker(workerID string, extraArgs ...string) *Runner {
 	c := r.cfg
 	c.WorkerID = workerID
 	c.Args = append(append([]string(nil), c.Args...), extraArgs...)
-	return &Runner{cfg: c}
+	return &Runner{cfg: c, containers: r.containers}
 }
 
 // Command is the child's command line for task id (without the binary).
@@ -190,6 +234,25 @@ supervise:
 				progress(o)
 			}
 		case <-ctx.Done():
+			if cause := task.AbortCauseOf(ctx); cause != nil {
+				// An abort with a reason: the child aborts its task
+				// itself once it read the reason on its lifeline.
+				r.cfg.Logger.Info("aborting the task through its execute process", "task", id, "pid", cmd.Process.Pid, "reason", cause.Reason)
+				if err := writeAbort(lifeW, cause); err == nil {
+					t := time.NewTimer(abortAckWait)
+					select {
+					case <-ev.ack:
+						t.Stop()
+						werr = <-waited
+						break supervise
+					case werr = <-waited:
+						t.Stop()
+						break supervise
+					case <-t.C:
+						r.cfg.Logger.Warn("the execute process did not acknowledge the abort; sending SIGTERM", "task", id)
+					}
+				}
+			}
 			r.cfg.Logger.Info("aborting the task: SIGTERM to its execute process", "task", id, "pid", cmd.Process.Pid)
 			_ = cmd.Process.Signal(syscall.SIGTERM)
 			werr = <-waited
@@ -220,6 +283,11 @@ func progress(o task.Options) {
 	}
 }
 
+// abortAckWait is how long the daemon waits for a child to acknowledge an
+// abort line on its lifeline before it falls back to SIGTERM (a child of an
+// older binary ignores the line).
+const abortAckWait = 5 * time.Second
+
 // events collects what a child reports on its events stream.
 type events struct {
 	log   *slog.Logger
@@ -235,6 +303,9 @@ type events struct {
 	mu      sync.Mutex
 	got     *event
 	untrack []func()
+
+	ackOnce sync.Once
+	ack     chan struct{} // closed on the "aborting" event
 }
 
 // serviced reports whether the reader is free to read the next event: not
@@ -245,7 +316,7 @@ func (ev *events) serviced(limit time.Duration) bool {
 }
 
 func newEvents(log *slog.Logger, id string, o task.Options, track bool) *events {
-	return &events{log: log, id: id, o: o, track: track}
+	return &events{log: log, id: id, o: o, track: track, ack: make(chan struct{})}
 }
 
 // read consumes the stream until it ends.
@@ -279,6 +350,12 @@ func (ev *events) read(r io.Reader) {
 			if ev.o.Started != nil {
 				ev.o.Started(e.PID)
 			}
+		case "phase":
+			if ev.o.Phase != nil && e.Phase != "" {
+				ev.o.Phase(e.Phase, time.Duration(e.Seconds*float64(time.Second)))
+			}
+		case "aborting":
+			ev.ackOnce.Do(func() { close(ev.ack) })
 		case "outcome":
 			ev.mu.Lock()
 			ev.got = &e

@@ -2,6 +2,7 @@ package executor
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"strings"
@@ -31,11 +32,31 @@ func child(mode string) {
 		os.Stderr.WriteString(err.Error() + "\n")
 		os.Exit(3)
 	}
-	if err := Lifeline(LifelineFD, func() {}); err != nil {
+	aborts := make(chan *task.AbortCause, 1)
+	onAbort := func(c *task.AbortCause) { aborts <- c }
+	if mode == "old-abort" { // a child that predates abort lines
+		onAbort = nil
+	}
+	if err := Lifeline(LifelineFD, func() {}, onAbort); err != nil {
 		os.Exit(3)
 	}
 	id := argAfter("--id")
 	switch mode {
+	case "abort-line", "old-abort":
+		sig := make(chan os.Signal, 1)
+		signalNotify(sig)
+		rep.Started(os.Getpid())
+		select {
+		case c := <-aborts:
+			rep.Aborting()
+			rep.Outcome(task.Outcome{TaskID: id, Status: "stopped", Reason: c.Reason + " / " + c.Note}, nil)
+		case <-sig:
+			rep.Outcome(task.Outcome{TaskID: id, Status: "stopped", Reason: "aborted by SIGTERM"}, nil)
+		}
+	case "phases":
+		rep.Phase(task.PhaseClone, 1500*time.Millisecond)
+		rep.Phase(task.PhasePip, 3*time.Second)
+		rep.Outcome(task.Outcome{TaskID: id, Status: "completed", Log: task.LogCounts{Shipped: 42, Spooled: 7, Dropped: 1}}, nil)
 	case "ok":
 		rep.Loaded(&api.Task{ID: id, Name: "train " + os.Getenv("CLEARML_AUTH_TOKEN")})
 		rep.Started(os.Getpid())
@@ -196,7 +217,7 @@ func TestLifelineEOF(t *testing.T) {
 	}
 	r.Close()
 	gone := make(chan struct{})
-	if err := Lifeline(fd, func() { close(gone) }); err != nil {
+	if err := Lifeline(fd, func() { close(gone) }, nil); err != nil {
 		t.Fatal(err)
 	}
 	w.Close()
@@ -247,5 +268,84 @@ func TestChildEnvHasNoServiceManagerVariables(t *testing.T) {
 	got := withoutServiceEnv([]string{"A=1", "NOTIFY_SOCKET=/run/x", "WATCHDOG_USEC=5", "WATCHDOG_PID=1", "LISTEN_FDS=1", "B=2"})
 	if strings.Join(got, " ") != "A=1 B=2" {
 		t.Errorf("env = %q", got)
+	}
+}
+
+// An abort with a reason (task.AbortCause) reaches the child on its
+// lifeline; a child that acknowledges it gets no SIGTERM, and one that
+// predates abort lines gets SIGTERM after the wait for the acknowledgement.
+func TestAbortWithCauseThroughTheLifeline(t *testing.T) {
+	t.Parallel()
+	for mode, want := range map[string]string{
+		"abort-line": "instance preempted (gce) / clearml-agent: instance preempted (gce): stopping the task",
+		"old-abort":  "aborted by SIGTERM",
+	} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithCancelCause(t.Context())
+			started := make(chan struct{})
+			go func() {
+				<-started
+				cancel(&task.AbortCause{Reason: "instance preempted (gce)", Note: "clearml-agent: instance preempted (gce): stopping the task"})
+			}()
+			out, err := newRunner(t, mode, nil).Run(ctx, "t6", task.Options{Started: func(int) { close(started) }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if out.Status != "stopped" || out.Reason != want {
+				t.Errorf("outcome = %+v; want stopped with reason %q", out, want)
+			}
+		})
+	}
+}
+
+// The child's setup phases and log counts reach the daemon side; an older
+// daemon would ignore both (unknown kinds and fields).
+func TestPhasesAndLogCounts(t *testing.T) {
+	t.Parallel()
+	phases := map[string]time.Duration{}
+	out, err := newRunner(t, "phases", nil).Run(t.Context(), "t7", task.Options{Phase: func(p string, d time.Duration) { phases[p] = d }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if phases[task.PhaseClone] != 1500*time.Millisecond || phases[task.PhasePip] != 3*time.Second || len(phases) != 2 {
+		t.Errorf("phases = %v", phases)
+	}
+	if out.Log != (task.LogCounts{Shipped: 42, Spooled: 7, Dropped: 1}) {
+		t.Errorf("log counts = %+v", out.Log)
+	}
+	var old struct {
+		Kind string `json:"kind"`
+	}
+	b, _ := json.Marshal(event{Kind: "phase", Phase: "clone", Seconds: 1})
+	if err := json.Unmarshal(b, &old); err != nil || old.Kind != "phase" {
+		t.Errorf("a phase event is not a plain event line: %s", b)
+	}
+}
+
+// Lines on the lifeline other than an abort are ignored; end of file still
+// means the daemon is gone.
+func TestReadLifeline(t *testing.T) {
+	var got []*task.AbortCause
+	readLifeline(strings.NewReader("garbage\n{\"kind\":\"hello\"}\n{\"kind\":\"abort\",\"reason\":\"r\",\"note\":\"n\"}\n"),
+		func(c *task.AbortCause) { got = append(got, c) })
+	if len(got) != 1 || got[0].Reason != "r" || got[0].Note != "n" {
+		t.Errorf("aborts = %+v", got)
+	}
+}
+
+func TestContainersTracked(t *testing.T) {
+	r := newRunner(t, "ok", nil)
+	svc := r.WithWorker("host:gpu0:service:x")
+	forgetA := r.containers.add("aaaaaaaaaaaa1")
+	forgetB := svc.containers.add("bbbbbbbbbbbb2")
+	if got := strings.Join(r.Containers(), ","); got != "aaaaaaaaaaaa1,bbbbbbbbbbbb2" {
+		t.Errorf("Containers = %s", got)
+	}
+	forgetA()
+	forgetA()
+	forgetB()
+	if got := r.Containers(); len(got) != 0 {
+		t.Errorf("Containers after the tasks = %v", got)
 	}
 }

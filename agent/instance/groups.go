@@ -33,6 +33,8 @@ type Group struct {
 	// Ended: the group was killed after its agent died (by a supervisor,
 	// or by the agent's next start); the task is still to be marked.
 	Ended bool `json:"ended,omitempty"`
+
+	live bool // recorded by this run (Add), not read from an earlier one's file
 }
 
 type groupsFile struct {
@@ -87,7 +89,7 @@ func (g *Groups) Add(taskID string, pgid int, role string) (remove func(), err e
 	if pgid <= 0 || start == "" {
 		return func() {}, nil
 	}
-	rec := Group{TaskID: taskID, PGID: pgid, Start: start, Role: role}
+	rec := Group{TaskID: taskID, PGID: pgid, Start: start, Role: role, live: true}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if err := g.load(); err != nil {
@@ -106,6 +108,22 @@ func (g *Groups) Add(taskID string, pgid int, role string) (remove func(), err e
 			_ = g.save()
 		})
 	}, nil
+}
+
+// PGIDs returns the process groups this run of the agent recorded with Add
+// and has not removed yet: its execute children and their tasks while they
+// run (the busy-GPU check counts their processes as the agent's own).
+// Records an earlier run left are not among them.
+func (g *Groups) PGIDs() []int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var out []int
+	for _, x := range g.groups {
+		if x.live && !slices.Contains(out, x.PGID) {
+			out = append(out, x.PGID)
+		}
+	}
+	return out
 }
 
 // Forget drops every record of taskID (its task has been marked).

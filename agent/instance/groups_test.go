@@ -137,3 +137,31 @@ func TestEndOrphans(t *testing.T) {
 		t.Errorf("record after EndOrphans = %+v, %v; want t1 ended", f, err)
 	}
 }
+
+// PGIDs lists the groups this run recorded while they are recorded, not
+// those an earlier run left in the file.
+func TestGroupsPGIDs(t *testing.T) {
+	dir := t.TempDir()
+	old := startGroup(t)
+	if err := writeGroups(GroupsPath(dir, "host:gpu2"), groupsFile{WorkerID: "host:gpu2",
+		Groups: []Group{{TaskID: "old", PGID: old.Process.Pid, Start: startTime(old.Process.Pid), Role: "task"}}}); err != nil {
+		t.Fatal(err)
+	}
+	inst, err := Lock(dir, "host:gpu2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inst.Close()
+	g := startGroup(t)
+	remove, err := inst.Groups().Add("task1", g.Process.Pid, "task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := inst.Groups().PGIDs(); !slices.Equal(got, []int{g.Process.Pid}) {
+		t.Errorf("PGIDs = %v, want [%d] (the earlier run's %d left out)", got, g.Process.Pid, old.Process.Pid)
+	}
+	remove()
+	if got := inst.Groups().PGIDs(); len(got) != 0 {
+		t.Errorf("PGIDs after remove = %v, want none", got)
+	}
+}

@@ -112,6 +112,7 @@ type Stats struct {
 	Pending           uint64 // accepted, neither sent nor dropped
 	Batches           uint64 // successful requests
 	Retries           uint64 // failed requests that were retried
+	LinesSpooled      uint64 // written to the spool file (memory was full)
 	SpilledBytes      int64  // written to the spool file in total
 	SpoolBytes        int64  // spool file size now
 }
@@ -282,6 +283,7 @@ func (s *Shipper) placeLocked(r record) (bool, error) {
 			n, err := s.spool.append(r)
 			if err == nil {
 				s.stats.SpilledBytes += int64(n)
+				s.stats.LinesSpooled++
 				return true, nil
 			}
 			if !errors.Is(err, errSpoolFull) && !s.spoolErrLogged {

@@ -167,7 +167,7 @@ func TestSpillToDiskAndReplay(t *testing.T) {
 	}
 	writeAll(t, s, want)
 	st := s.Stats()
-	if st.SpilledBytes == 0 || st.SpoolBytes == 0 {
+	if st.SpilledBytes == 0 || st.SpoolBytes == 0 || st.LinesSpooled == 0 || st.LinesSpooled > uint64(len(want)) {
 		t.Fatalf("stats %+v: want lines spilled to disk during the outage", st)
 	}
 	files, _ := os.ReadDir(dir)

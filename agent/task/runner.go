@@ -16,6 +16,7 @@ import (
 	"github.com/cenkalti/backoff/v5"
 
 	"github.com/gpufleet/clearml-agent-go/agent/api"
+	"github.com/gpufleet/clearml-agent-go/agent/diskguard"
 	"github.com/gpufleet/clearml-agent-go/agent/logship"
 	"github.com/gpufleet/clearml-agent-go/agent/process"
 	"github.com/gpufleet/clearml-agent-go/agent/repo"
@@ -109,6 +110,38 @@ type Options struct {
 	// supervision makes progress (agent/executor: the execute child lives
 	// and its events are read); the daemon's watchdog feeds on it.
 	Progress func()
+	// Phase, when set, hears how long each setup phase took: PhaseClone,
+	// PhaseVenv, PhasePip (and, in docker mode, PhaseDockerPull from the
+	// daemon side).
+	Phase func(phase string, d time.Duration)
+}
+
+// Setup phases reported through Options.Phase.
+const (
+	PhaseClone      = "clone"       // cloning or updating the repository
+	PhaseVenv       = "venv"        // python -m venv
+	PhasePip        = "pip"         // installing the packages (or restoring a cached venv)
+	PhaseDockerPull = "docker_pull" // pulling the task's image (docker mode)
+)
+
+// AbortCause, as the cause of the cancellation of the context given to Run
+// (context.WithCancelCause), is an abort the agent asks for with a reason of
+// its own, e.g. the preemption drain: Note goes to the task log at once,
+// and the task is marked stopped with Reason instead of "agent shutdown".
+type AbortCause struct {
+	Reason string // status_reason of the stopped task, e.g. "instance preempted (gce)"
+	Note   string // a line for the task log; "" = none
+}
+
+func (a *AbortCause) Error() string { return "aborted: " + a.Reason }
+
+// AbortCauseOf returns the AbortCause ctx was cancelled with, or nil.
+func AbortCauseOf(ctx context.Context) *AbortCause {
+	var a *AbortCause
+	if ctx.Err() != nil && errors.As(context.Cause(ctx), &a) {
+		return a
+	}
+	return nil
 }
 
 // Outcome says how a run ended.
@@ -117,6 +150,14 @@ type Outcome struct {
 	Status string // the status the agent reported: completed, failed, stopped; "" when it left the status alone
 	Reason string
 	Exit   process.ExitResult
+	Log    LogCounts // what became of the task's log lines
+}
+
+// LogCounts counts a run's task log lines.
+type LogCounts struct {
+	Shipped uint64 // accepted by the server
+	Spooled uint64 // spilled to the spool file while the server was slow or down
+	Dropped uint64 // lost: rejected for good, or the spool was full
 }
 
 // Runner runs tasks. It is safe for concurrent use (services mode).
@@ -169,9 +210,10 @@ type run struct {
 	task   *api.Task
 	report context.Context // outlives cancellation: final status and flush
 
-	codeRoot   string // the task's checkout or code dir, removed after the run
-	agentAbort bool   // ctx given to Run ended before the task did
-	started    bool   // the task's process was started
+	codeRoot   string      // the task's checkout or code dir, removed after the run
+	agentAbort bool        // ctx given to Run ended before the task did
+	cause      *AbortCause // why the agent aborted, when it said
+	started    bool        // the task's process was started
 
 	mu          sync.Mutex
 	abortReason string // "user" (tasks.stop), "changed" (someone else changed the status), "reset"
@@ -223,19 +265,42 @@ func (r *Runner) Run(ctx context.Context, id string, o Options) (Outcome, error)
 	}, sender{r.api})
 	ru := &run{r: r, id: id, wid: r.s.WorkerID, log: ship, task: t, report: report}
 	defer func() { _ = ship.Close(report) }()
+	// An abort with a reason says so in the task log when it happens.
+	stopNote := context.AfterFunc(ctx, func() {
+		if c := AbortCauseOf(ctx); c != nil && c.Note != "" {
+			_ = ship.Write("WARNING", c.Note)
+		}
+	})
 
 	out := ru.execute(ctx, o)
 	// The agent aborted (ctx ended) when the task did not get to exit on
 	// its own: setup was cut short or the process was terminated.
 	ru.agentAbort = ctx.Err() != nil && (!ru.started || out.Exit.Terminated)
+	ru.cause = AbortCauseOf(ctx)
+	stopNote()
 	if ru.codeRoot != "" {
-		defer os.RemoveAll(ru.codeRoot)
+		defer func() {
+			// Read-only trees (a module cache, a checkout's .git) too.
+			if err := diskguard.RemoveTaskDir(ru.codeRoot); err != nil {
+				r.s.Logger.Warn("could not remove the task's build directory", "task", id, "err", err)
+			}
+		}()
 	}
 	if err := ship.Flush(report); err != nil {
 		r.s.Logger.Error("could not deliver every log line before the final status", "task", id, "err", err)
 	}
 	ru.finish(&out)
+	_ = ship.Close(report)
+	st := ship.Stats()
+	out.Log = LogCounts{Shipped: st.LinesSent, Spooled: st.LinesSpooled, Dropped: st.LinesDropped + st.LinesSpoolDropped}
 	return out, nil
+}
+
+// phase reports how long a setup phase took, when the caller asked.
+func phase(o Options, name string, start time.Time) {
+	if o.Phase != nil {
+		o.Phase(name, time.Since(start))
+	}
 }
 
 func (ru *run) info(format string, args ...any) {
@@ -316,9 +381,13 @@ func (ru *run) execute(ctx context.Context, o Options) Outcome {
 	}
 
 	// Code.
+	cloneStart := time.Now()
 	codeDir, entry, err := ru.prepareCode(work, sc)
 	if err != nil {
 		return fail("failed cloning repository", err)
+	}
+	if sc.Repository != "" {
+		phase(o, PhaseClone, cloneStart)
 	}
 
 	// Check the entry point before the (slow) environment setup.
@@ -331,6 +400,8 @@ func (ru *run) execute(ctx context.Context, o Options) Outcome {
 	var env *venv.Env
 	if kind == kindPython {
 		reqs := ru.requirements(sc, codeDir)
+		venvStart := time.Now()
+		var created time.Duration
 		env, err = venv.Ensure(work, venv.Spec{
 			PythonBinary: sc.Binary, PythonFallbacks: r.s.PythonFallbacks, IgnoreRequestedVersion: r.s.IgnoreRequestedVersion,
 			Requirements: reqs.text, RequirementsFile: reqs.file, RequirementsDir: reqs.dir,
@@ -339,9 +410,19 @@ func (ru *run) execute(ctx context.Context, o Options) Outcome {
 			IndexURL: r.s.IndexURL, ExtraIndexURLs: r.s.ExtraIndexURLs, ExtraPipFlags: r.s.ExtraPipFlags,
 			SystemSitePackages: r.s.SystemSitePackages, WorkDir: r.s.VenvsDir, CacheDir: r.s.VenvsCache,
 			CacheMaxEntries: r.s.VenvsCacheMax, Env: r.baseEnv(ru.id, nil), Timeout: r.s.InstallTimeout,
+			Created: func(d time.Duration) { created += d },
 		}, ru.logLine)
 		if err != nil {
 			return fail("failed setting up the python environment", err)
+		}
+		// venv: creating it; pip: the rest (installs, or a cached venv).
+		if o.Phase != nil {
+			if created > 0 {
+				o.Phase(PhaseVenv, created)
+			}
+			if env.Installed {
+				o.Phase(PhasePip, max(time.Since(venvStart)-created, 0))
+			}
 		}
 		if env.Installed {
 			ru.reportRequirements(work, env, sc.Requirements, reqs.text)
@@ -394,6 +475,9 @@ func (ru *run) finish(out *Outcome) {
 		out.Status, out.Reason = "", "task status changed on the server"
 	case ab == abortUser:
 		set(api.StatusStopped, "task was stopped by tasks.stop", srv.Stopped)
+	case ru.agentAbort && ru.cause != nil:
+		// the agent aborted the task with a reason (preemption)
+		set(api.StatusStopped, ru.cause.Reason, srv.Stopped)
 	case ru.agentAbort || (out.Exit.Terminated && !out.Exit.NotStarted):
 		// the agent aborted the task (second SIGTERM, or ctx cancelled),
 		// during setup or while it ran

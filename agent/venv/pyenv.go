@@ -71,6 +71,10 @@ type Spec struct {
 	// stops answering fails the task with a TimeoutError instead of hanging
 	// it. 0 = no limit.
 	Timeout time.Duration
+
+	// Created, when set, hears how long creating the venv itself took
+	// (python -m venv), so the caller can tell it from the installs.
+	Created func(d time.Duration)
 }
 
 // TimeoutError is an environment build that did not finish within
@@ -186,6 +190,10 @@ func ensure(ctx context.Context, spec Spec, log func(string)) (*Env, error) {
 }
 
 func createVenv(ctx context.Context, spec Spec, in interpreter, dir string, withPip bool) error {
+	if spec.Created != nil {
+		start := time.Now()
+		defer func() { spec.Created(time.Since(start)) }()
+	}
 	args := []string{"-m", "venv"}
 	if !withPip {
 		args = append(args, "--without-pip")

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/gpufleet/clearml-agent-go/agent/api"
+	"github.com/gpufleet/clearml-agent-go/agent/metrics"
 	"github.com/gpufleet/clearml-agent-go/agent/task"
 	"github.com/gpufleet/clearml-agent-go/internal/oneline"
 )
@@ -87,6 +88,19 @@ type Config struct {
 	// why and it is retried with backoff; it never ends the daemon.
 	Preflight func(ctx context.Context) error
 
+	// Gate, when set, is asked before every pop (each pass of the poll
+	// loop): while it says !ok the daemon pops nothing, shows status in
+	// STATUS= (logged once per change) and stays healthy (a gated agent is
+	// waiting, not stuck); it is asked again every poll interval, and the
+	// daemon polls again once it says ok. The busy-GPU check and the disk
+	// floor are gates.
+	Gate func(ctx context.Context) (ok bool, status string)
+
+	// Metrics, when set, hears the agent's state, each task's outcome,
+	// duration, setup phases and log counts, and each successful poll
+	// (nil: no metrics; its methods are no-ops).
+	Metrics *metrics.Metrics
+
 	Notify Notifier    // nil: no notifications
 	Stats  StatsSource // nil: reports without machine stats
 	// Clock reads the time for Healthy and the progress marks; nil =
@@ -118,9 +132,22 @@ type Daemon struct {
 	curTask  string
 	curQueue string
 	status   string
+	tasks    map[string]*runningTask // by task id
+	preempt  *preemption             // set once by Preempt
 
-	lost lostPops // main loop only
+	lost    lostPops // main loop only
+	gateMsg string   // main loop only: why the gate holds pops, "" when open
 }
+
+// runningTask is a task the daemon runs now.
+type runningTask struct {
+	queue Queue
+	abort context.CancelCauseFunc
+	cause *task.AbortCause // set when the daemon aborted it with a reason
+}
+
+// preemption is the termination notice the daemon drains for.
+type preemption struct{ reason, detail string }
 
 // New returns a daemon; call Run.
 func New(c API, cfg Config) *Daemon {
@@ -139,7 +166,7 @@ func New(c API, cfg Config) *Daemon {
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
 	}
-	d := &Daemon{c: c, cfg: cfg, log: cfg.Logger, drain: make(chan struct{})}
+	d := &Daemon{c: c, cfg: cfg, log: cfg.Logger, drain: make(chan struct{}), tasks: map[string]*runningTask{}}
 	d.Beat()
 	d.reportProgress()
 	return d
@@ -150,8 +177,79 @@ func New(c API, cfg Config) *Daemon {
 func (d *Daemon) Drain() {
 	d.drainOnce.Do(func() {
 		close(d.drain)
+		d.cfg.Metrics.SetState(metrics.StateDraining)
 		d.setStatus("draining: finishing the running task, taking no new one")
 	})
+}
+
+// Preempt handles the cloud's termination notice: the daemon takes no new
+// task, aborts the running ones (SIGTERM to the task, the grace period,
+// SIGKILL) with reason as their status reason, after a line in their log
+// that names detail and the queue, puts each back on the queue it came from
+// so that another agent runs it, then unregisters, and Run returns nil.
+// reason is e.g. "instance preempted (gce)", detail the notice as the cloud
+// gave it. Safe to call from any goroutine; calls after the first are
+// ignored.
+func (d *Daemon) Preempt(reason, detail string) {
+	d.mu.Lock()
+	if d.preempt != nil {
+		d.mu.Unlock()
+		return
+	}
+	d.preempt = &preemption{reason: reason, detail: cmp.Or(detail, reason)}
+	var abort []*runningTask
+	for _, rt := range d.tasks {
+		abort = append(abort, rt)
+	}
+	d.mu.Unlock()
+	d.log.Warn("termination notice: draining, aborting the running tasks and putting them back on their queues", "reason", detail)
+	d.Drain()
+	d.cfg.Metrics.SetState(metrics.StatePreempted)
+	d.setStatus("preempted: " + cmp.Or(detail, reason) + "; putting the running tasks back on their queues")
+	for _, rt := range abort {
+		d.abortPreempted(rt)
+	}
+}
+
+// abortPreempted aborts one running task for the preemption; d.preempt is set.
+func (d *Daemon) abortPreempted(rt *runningTask) {
+	d.mu.Lock()
+	p := d.preempt
+	c := &task.AbortCause{Reason: p.reason,
+		Note: fmt.Sprintf("clearml-agent: %s: stopping the task and putting it back on queue %s", p.detail, rt.queue.Name)}
+	rt.cause = c
+	d.mu.Unlock()
+	rt.abort(c)
+}
+
+// track records a task the daemon is about to run and returns its context
+// (cancelled when it is to be aborted with a reason) and the func that
+// drops the record and says whether the task was aborted for a preemption.
+func (d *Daemon) track(ctx context.Context, id string, q Queue) (context.Context, func() *task.AbortCause) {
+	tctx, cancel := context.WithCancelCause(ctx)
+	rt := &runningTask{queue: q, abort: cancel}
+	d.mu.Lock()
+	d.tasks[id] = rt
+	preempted := d.preempt != nil
+	d.mu.Unlock()
+	if preempted { // the notice came between the pop and now
+		d.abortPreempted(rt)
+	}
+	return tctx, func() *task.AbortCause {
+		d.mu.Lock()
+		delete(d.tasks, id)
+		c := rt.cause
+		d.mu.Unlock()
+		cancel(nil)
+		return c
+	}
+}
+
+// Preempted reports whether a termination notice came (Preempt).
+func (d *Daemon) Preempted() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.preempt != nil
 }
 
 func (d *Daemon) draining() bool {
@@ -279,6 +377,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 			}
 			continue
 		}
+		if !d.gate(ctx) {
+			if !d.sleep(ctx, d.cfg.PollInterval) {
+				break
+			}
+			continue
+		}
 		took := false
 		for i := range queues {
 			qi := i
@@ -299,6 +403,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 				continue
 			}
 			d.Beat()
+			d.cfg.Metrics.PollSucceeded(d.cfg.Clock())
 			if id == "" {
 				d.idle() // the server answers again: no longer "unreachable"
 				continue
@@ -325,6 +430,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if d.cfg.Notify != nil {
 		_ = d.cfg.Notify.Stopping()
 	}
+	if !d.Preempted() {
+		d.cfg.Metrics.SetState(metrics.StateStopping)
+	}
 	if n := d.running.Load(); n > 0 && !d.cfg.ServicesDetached {
 		d.setStatus(fmt.Sprintf("stopping: waiting for %d running task(s)", n))
 	} else {
@@ -335,6 +443,33 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return ctx.Err()
 	}
 	return nil
+}
+
+// gate asks Config.Gate whether the daemon may pop now; while it may not,
+// STATUS= says why (logged once per change).
+func (d *Daemon) gate(ctx context.Context) bool {
+	if d.cfg.Gate == nil {
+		return true
+	}
+	ok, why := d.cfg.Gate(ctx)
+	if ok {
+		if d.gateMsg != "" {
+			d.log.Info("taking tasks again", "was", d.gateMsg)
+			d.gateMsg = ""
+			d.idle()
+		}
+		return true
+	}
+	why = cmp.Or(why, "not taking tasks")
+	if why != d.gateMsg {
+		d.log.Warn("taking no task", "why", why)
+		d.gateMsg = why
+	}
+	if !d.draining() {
+		d.cfg.Metrics.SetState(metrics.StateNotReady)
+		d.setStatus(why)
+	}
+	return false
 }
 
 // services is how many services run now (ServiceCount, else this
@@ -404,6 +539,7 @@ func (d *Daemon) preflight(ctx context.Context) error {
 			d.log.Warn("not ready: retrying", "err", msg)
 			last = msg
 		}
+		d.cfg.Metrics.SetState(metrics.StateNotReady)
 		d.setStatus("not ready: " + oneline.Of(err))
 		if !d.sleep(ctx, delay) {
 			if ctx.Err() != nil {
@@ -423,6 +559,11 @@ func (d *Daemon) unreachable(err error, what string) {
 func (d *Daemon) idle() {
 	if d.draining() {
 		return
+	}
+	if d.running.Load() > 0 {
+		d.cfg.Metrics.SetState(metrics.StateRunning) // services run
+	} else {
+		d.cfg.Metrics.SetState(metrics.StateIdle)
 	}
 	d.setStatus("idle, polling " + queueNames(d.Queues()))
 }
@@ -504,9 +645,12 @@ func (d *Daemon) resolveQueue(ctx context.Context, name string) (Queue, error) {
 func (d *Daemon) runTask(ctx context.Context, id string, q Queue) {
 	d.running.Add(1)
 	defer d.running.Add(-1)
+	tctx, done := d.track(ctx, id, q)
+	start := d.cfg.Clock()
 	d.pulled(ctx, id, q)
-	out, err := d.cfg.Runner.Run(ctx, id, task.Options{FromQueue: true, Loaded: d.loaded(q), Progress: d.Beat})
-	d.finished(id, out, err)
+	out, err := d.cfg.Runner.Run(tctx, id, task.Options{FromQueue: true, Loaded: d.loaded(q), Progress: d.Beat,
+		Phase: d.cfg.Metrics.SetupPhase})
+	d.finished(ctx, id, q, start, done(), out, err)
 }
 
 func (d *Daemon) startService(ctx context.Context, wg *sync.WaitGroup, id string, q Queue) {
@@ -520,6 +664,8 @@ func (d *Daemon) startService(ctx context.Context, wg *sync.WaitGroup, id string
 	started := make(chan struct{})
 	var once sync.Once
 	wg.Add(2)
+	tctx, done := d.track(ctx, id, q)
+	start := d.cfg.Clock()
 	svcCtx, svcDone := context.WithCancel(ctx)
 	go func() {
 		defer wg.Done()
@@ -539,10 +685,10 @@ func (d *Daemon) startService(ctx context.Context, wg *sync.WaitGroup, id string
 				d.Beat()
 			}
 		}
-		out, err := r.Run(ctx, id, task.Options{FromQueue: true, Loaded: d.loaded(q), Progress: progress,
-			Started: func(int) { once.Do(func() { close(started) }) }})
+		out, err := r.Run(tctx, id, task.Options{FromQueue: true, Loaded: d.loaded(q), Progress: progress,
+			Phase: d.cfg.Metrics.SetupPhase, Started: func(int) { once.Do(func() { close(started) }) }})
 		once.Do(func() { close(started) })
-		d.finished(id, out, err)
+		d.finished(ctx, id, q, start, done(), out, err)
 	}()
 	<-started
 	fmt.Fprintf(d.cfg.Out, "Service %s started, running in the background\n", id)
@@ -591,6 +737,9 @@ func (d *Daemon) pulled(ctx context.Context, id string, q Queue) {
 	d.mu.Unlock()
 	d.report(ctx)
 	fmt.Fprintf(d.cfg.Out, "task %s pulled from %s by worker %s\n", id, q.Name, d.cfg.WorkerID)
+	if !d.draining() {
+		d.cfg.Metrics.SetState(metrics.StateRunning)
+	}
 	d.setStatus(fmt.Sprintf("running task %s from queue %s", id, q.Name))
 }
 
@@ -604,18 +753,79 @@ func (d *Daemon) loaded(q Queue) func(*api.Task) {
 	}
 }
 
-func (d *Daemon) finished(id string, out task.Outcome, err error) {
+// finished ends the run of task id from queue q, started at start: a task
+// aborted for a preemption (cause) goes back on q; the metrics count it.
+func (d *Daemon) finished(ctx context.Context, id string, q Queue, start time.Time, cause *task.AbortCause, out task.Outcome, err error) {
 	if err != nil {
 		d.log.Error("task could not run", "task", id, "err", err)
 		fmt.Fprintf(d.cfg.Out, "task %s could not run: %v\n", id, err)
 	} else {
 		fmt.Fprintf(d.cfg.Out, "task %s finished: %s (%s)\n", out.TaskID, cmp.Or(out.Status, "-"), out.Reason)
 	}
+	requeued := false
+	if cause != nil && (out.Status == api.StatusStopped || err != nil) {
+		requeued = d.requeue(ctx, cmp.Or(out.TaskID, id), q, cause)
+	}
+	m := d.cfg.Metrics
+	m.TaskEnded(outcomeOf(out, err, requeued), d.cfg.Clock().Sub(start))
+	m.LogShipped(int(out.Log.Shipped))
+	m.LogSpooled(int(out.Log.Spooled))
+	m.LogDropped(int(out.Log.Dropped))
 	d.mu.Lock()
 	if d.curTask == id {
 		d.curTask, d.curQueue = "", ""
 	}
 	d.mu.Unlock()
+}
+
+// outcomeOf is the metrics outcome of a run.
+func outcomeOf(out task.Outcome, err error, requeued bool) string {
+	switch {
+	case requeued:
+		return metrics.OutcomePreempted
+	case err != nil, out.Status == api.StatusFailed:
+		return metrics.OutcomeFailed
+	case out.Status == api.StatusCompleted:
+		return metrics.OutcomeCompleted
+	case out.Status == api.StatusStopped && strings.HasPrefix(out.Reason, "aborted by clearml-agent"):
+		return metrics.OutcomeAborted // the agent's own abort (shutdown)
+	default:
+		return metrics.OutcomeStopped // a user abort, or someone changed its status
+	}
+}
+
+// requeueAPI is what putting a preempted task back needs beyond API;
+// *api.Client has it.
+type requeueAPI interface {
+	Enqueue(ctx context.Context, req api.EnqueueRequest) (api.EnqueueResult, error)
+	AddBatch(ctx context.Context, events []api.Event) (api.AddBatchResult, error)
+}
+
+// requeue puts task id, stopped for a preemption, back on queue q
+// (tasks.enqueue: the server moves a stopped task to queued), and says so
+// in its log. It reports whether the task is queued again.
+func (d *Daemon) requeue(ctx context.Context, id string, q Queue, cause *task.AbortCause) bool {
+	c, ok := d.c.(requeueAPI)
+	if !ok {
+		return false
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	_, err := c.Enqueue(rctx, api.EnqueueRequest{Task: id, Queue: q.ID, StatusReason: cause.Reason,
+		StatusMessage: "requeued by clearml-agent " + d.cfg.WorkerID})
+	level, msg := "WARNING", fmt.Sprintf("clearml-agent: task put back on queue %s (%s)", q.Name, cause.Reason)
+	if err != nil {
+		level, msg = "ERROR", fmt.Sprintf("clearml-agent: could not put the task back on queue %s (%s): %s", q.Name, cause.Reason, oneline.Of(err))
+		d.log.Error("could not put the preempted task back on its queue", "task", id, "queue", q.Name, "err", err)
+	} else {
+		d.log.Warn("preempted task put back on its queue", "task", id, "queue", q.Name)
+		fmt.Fprintf(d.cfg.Out, "task %s put back on queue %s (%s)\n", id, q.Name, cause.Reason)
+	}
+	if _, lerr := c.AddBatch(rctx, []api.Event{{Type: "log", Level: level, Task: id, Worker: d.cfg.WorkerID,
+		Msg: msg, Timestamp: time.Now().UnixMilli()}}); lerr != nil {
+		d.log.Debug("could not write to the task log", "task", id, "err", lerr)
+	}
+	return err == nil
 }
 
 // reportLoop sends workers.status_report: first after 3 s (or
