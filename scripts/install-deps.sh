@@ -3,7 +3,7 @@
 # everything is present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-pkgs=(git python3 python3-venv python3-pip python3-pip-whl python3-wheel python3-poetry systemd-container debootstrap busybox-static openssh-server openssh-client cloud-init packer dash
+pkgs=(git python3 python3-venv python3-pip python3-pip-whl python3-wheel python3-poetry systemd-container debootstrap busybox-static openssh-server openssh-client cloud-init packer dash openssl e2fsprogs
   docker.io # docker.io: dockerd for scripts/test-dockerd.sh; the tests never use the system's Docker socket
   podman runc) # podman: its Docker API socket for internal/podmantest (the test starts the service itself, as root)
 missing=()
