@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -169,5 +170,35 @@ func TestFillWorkerIDs(t *testing.T) {
 	}
 	if again, err := FillWorkerIDs(root, "other"); err != nil || len(again) != 0 {
 		t.Errorf("a second first boot renamed the agents: %v, %v", again, err)
+	}
+}
+
+// --metrics-listen gives each agent its own port, in the environment file
+// the unit reads; a bad address is one line naming the flag.
+func TestMetricsListen(t *testing.T) {
+	root := t.TempDir()
+	in := baseInputs(root)
+	in.MetricsListen = "127.0.0.1:9101"
+	p := mustPlan(t, in)
+	want := map[string]string{"gpu0": "127.0.0.1:9101", "gpu1": "127.0.0.1:9102", "services": "127.0.0.1:9103"}
+	for _, f := range p.Files {
+		inst, ok := strings.CutSuffix(path.Base(f.Target), ".env")
+		if !ok {
+			continue
+		}
+		if line := EnvMetricsListen + "=" + want[inst] + "\n"; !strings.Contains(string(f.New), line) {
+			t.Errorf("%s lacks %q:\n%s", f.Target, line, f.New)
+		}
+		delete(want, inst)
+	}
+	if len(want) != 0 {
+		t.Errorf("no environment file for %v", want)
+	}
+	for _, bad := range []string{"9101", "localhost", "127.0.0.1:x", "127.0.0.1:65535", "a b:9101"} {
+		in.MetricsListen = bad
+		_, err := NewPlan(in, nil)
+		if err == nil || !strings.Contains(err.Error(), "--metrics-listen") || strings.Contains(err.Error(), "\n") {
+			t.Errorf("--metrics-listen %q: %v; want one line naming the flag", bad, err)
+		}
 	}
 }

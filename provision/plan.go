@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"path"
 	"path/filepath"
@@ -85,6 +86,10 @@ type Inputs struct {
 	// FirstBootCreds allows missing credentials; `agent-provision first-boot`
 	// fills them in later.
 	FirstBootCreds bool
+	// MetricsListen is the Prometheus endpoint (HOST:PORT) of the first
+	// agent; each further agent gets the next port
+	// (CLEARML_AGENT_METRICS_LISTEN in its environment file). Empty: off.
+	MetricsListen string
 	// Hostname prefixes worker ids ("host:gpu0"); empty lets each agent
 	// derive its own (right for images, whose host name is not known yet).
 	Hostname string
@@ -318,6 +323,19 @@ func NewPlan(in Inputs, inv *gpu.Inventory) (*Plan, error) {
 			if len(env) > 0 {
 				agents[i].ExtraEnv = env
 			}
+		}
+	}
+	if in.MetricsListen != "" {
+		addrs, err := metricsAddrs(in.MetricsListen, len(agents))
+		if err != nil {
+			return nil, err
+		}
+		for i := range agents {
+			env := map[string]string{EnvMetricsListen: addrs[i]}
+			for k, v := range agents[i].ExtraEnv {
+				env[k] = v
+			}
+			agents[i].ExtraEnv = env
 		}
 	}
 	files, err := unitgen.Generate(p.Unit, agents)
@@ -604,6 +622,31 @@ func (p *Plan) confChange() (FileChange, error) {
 	fc.AgentOwned = true
 	fc.secrets = secrets
 	return fc, nil
+}
+
+// EnvMetricsListen is the agent's --metrics-listen in its environment.
+const EnvMetricsListen = "CLEARML_AGENT_METRICS_LISTEN"
+
+// metricsAddrs gives n agents consecutive ports from first (HOST:PORT).
+func metricsAddrs(first string, n int) ([]string, error) {
+	host, port, err := net.SplitHostPort(first)
+	p, perr := strconv.Atoi(port)
+	switch {
+	case err != nil:
+		if _, aerr := strconv.Atoi(strings.TrimSpace(first)); aerr == nil {
+			return nil, fmt.Errorf("--metrics-listen %q: a port alone is not an address; use 127.0.0.1:%s", first, strings.TrimSpace(first))
+		}
+		return nil, fmt.Errorf("--metrics-listen %q: not HOST:PORT; use e.g. 127.0.0.1:9101", first)
+	case perr != nil || p < 1 || p+n-1 > 65535:
+		return nil, fmt.Errorf("--metrics-listen %q: port %q must be a number from 1 to %d (%d agent(s) take consecutive ports); use e.g. %s", first, port, 65536-n, n, net.JoinHostPort(host, "9101"))
+	case strings.ContainsAny(host, " \t/"):
+		return nil, fmt.Errorf("--metrics-listen %q: %q is not a host name or IP address; use e.g. 127.0.0.1:%s", first, host, port)
+	}
+	out := make([]string, n)
+	for i := range out {
+		out[i] = net.JoinHostPort(host, strconv.Itoa(p+i))
+	}
+	return out, nil
 }
 
 // PendingMarker is the file that keeps the agents of a config without

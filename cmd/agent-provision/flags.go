@@ -51,6 +51,7 @@ func parse(args []string, stdout, stderr io.Writer) (c provision.Command, exit i
 	app.Flag("prefix", "Install prefix of the clearml-agent binary (PREFIX/bin/clearml-agent).").Default(provision.DefaultPrefix).Envar(env("PREFIX")).StringVar(&in.Prefix)
 	app.Flag("config", "clearml.conf to write or merge into.").Default(unitgen.DefaultConfigPath).Envar(env("CONFIG")).StringVar(&in.ConfigPath)
 	app.Flag("root", "Write everything under this image root, enable units offline, start nothing.").Envar(env("ROOT")).StringVar(&in.Root)
+	app.Flag("metrics-listen", "Prometheus endpoint of the first agent, HOST:PORT (e.g. 127.0.0.1:9101); each further agent gets the next port.").Envar(env("METRICS_LISTEN")).StringVar(&in.MetricsListen)
 	app.Flag("first-boot-creds", "Allow missing credentials; `agent-provision first-boot` fills them in.").Envar(env("FIRST_BOOT_CREDS")).BoolVar(&in.FirstBootCreds)
 	app.Flag("hostname", "Host name for worker ids (default: this host; none with --root).").Envar(env("HOSTNAME")).StringVar(&in.Hostname)
 	app.Flag("watchdog-sec", "Unit WatchdogSec (0: default, -1: off).").Envar(env("WATCHDOG_SEC")).Hidden().IntVar(&in.WatchdogSec)
