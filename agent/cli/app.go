@@ -89,6 +89,7 @@ var commands = []func(app *kingpin.Application, g *Globals){
 	registerConfig,  // config_cmd.go
 	registerDaemon,  // daemon.go
 	registerExecute, // execute.go
+	registerDoctor,  // doctor.go
 }
 
 // NewApp builds the clearml-agent application with its subcommands.

@@ -20,6 +20,8 @@ import (
 	"github.com/alecthomas/kingpin/v2"
 
 	"github.com/gpufleet/clearml-agent-go/agent/api"
+	"github.com/gpufleet/clearml-agent-go/agent/docker"
+	"github.com/gpufleet/clearml-agent-go/agent/doctor"
 	"github.com/gpufleet/clearml-agent-go/agent/executor"
 	"github.com/gpufleet/clearml-agent-go/agent/instance"
 	"github.com/gpufleet/clearml-agent-go/agent/process"
@@ -181,14 +183,16 @@ func runDaemon(ctx context.Context, g *Globals, f *daemonFlags) error {
 		Token: client.Token, API: client, Editor: client, Stderr: g.Stderr, Logger: log, Groups: inst.Groups(),
 	}
 	var preflight func(context.Context) error
+	var connect func(context.Context) (*docker.Engine, error)
 	var runner *executor.Runner
 	if f.dockerSet {
-		dc, connect, err := newDockerConfig(g, cfg, dockerMode{cli: f.docker, workerID: wid, gpus: f.gpus, cpuOnly: f.cpuOnly,
+		dc, conn, err := newDockerConfig(g, cfg, dockerMode{cli: f.docker, workerID: wid, gpus: f.gpus, cpuOnly: f.cpuOnly,
 			logLevel: f.logLevel, stateDir: stateDir, services: services}, log)
 		if err != nil {
 			return err
 		}
 		ecfg.Docker = dc
+		connect = conn
 		recovered := false
 		preflight = func(ctx context.Context) error {
 			if _, err := connect(ctx); err != nil {
@@ -213,6 +217,15 @@ func runDaemon(ctx context.Context, g *Globals, f *daemonFlags) error {
 			return nil
 		}
 	}
+	// The checks of `clearml-agent doctor` that concern this machine (the
+	// server, credentials and queues are retried by the worker itself): a
+	// failure keeps the worker not READY, with it in STATUS=.
+	preflight = daemonPreflight(preflight, func() []doctor.Check {
+		return localChecks(g, cfg, localSetup{gpus: f.gpus, cpuOnly: f.cpuOnly, docker: f.dockerSet, stateDir: stateDir,
+			daemon: true, connect: connect})
+	}, func(r doctor.Result) {
+		log.Warn("preflight warning", "check", r.Name, "detail", r.Detail, "fix", r.Fix)
+	})
 	runner, err = executor.New(ecfg)
 	if err != nil {
 		return err
