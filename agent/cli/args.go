@@ -25,7 +25,7 @@ func normalizeArgs(args []string) []string {
 			break
 		}
 		switch {
-		case a == "daemon" && !inDaemon && !inExecute:
+		case (a == "daemon" || a == "doctor") && !inDaemon && !inExecute:
 			inDaemon = true
 			out = append(out, a)
 		case a == "execute" && !inDaemon && !inExecute:

@@ -11,6 +11,8 @@ func TestNormalizeArgs(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{
 		{"daemon --queue high low --foreground", "daemon --queue=high --queue=low --foreground"},
 		{"daemon --queue a", "daemon --queue=a"},
+		{"doctor --queue a b --docker --cpu-only", "doctor --queue=a --queue=b --docker= --cpu-only"},
+		{"doctor --docker nvidia/cuda:12 --services-mode 2", "doctor --docker=nvidia/cuda:12 --services-mode=2"},
 		{"daemon --services-mode --queue s", "daemon --services-mode=-1 --queue=s"},
 		{"daemon --services-mode 2 --queue s", "daemon --services-mode=2 --queue=s"},
 		{"daemon --services-mode", "daemon --services-mode=-1"},

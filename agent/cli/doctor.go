@@ -43,6 +43,11 @@ func registerDoctor(app *kingpin.Application, g *Globals) {
 	cmd.Flag("docker", "Check docker mode: the engine (DOCKER_HOST), its GPU support, and this image (default agent.default_docker.image) instead of python and venv.").
 		PlaceHolder("IMAGE").IsSetByUser(&f.dockerSet).StringVar(&f.docker)
 	cmd.Flag("json", "Print the results as JSON instead of a table.").BoolVar(&f.json)
+	// The daemon's arguments pass through unchanged (agent-provision doctor
+	// hands each agent's CLEARML_AGENT_DAEMON_ARGS over); these change
+	// nothing that doctor checks.
+	cmd.Flag("services-mode", "Accepted as daemon takes it; checks are the same.").Hidden().String()
+	cmd.Flag("foreground", "Accepted as daemon takes it.").Hidden().Bool()
 	cmd.Flag("state-dir", "The daemon's state directory, for the disk check (default as for daemon).").StringVar(&f.stateDir)
 	g.Handle(cmd, func(ctx context.Context) error { return runDoctor(ctx, g, &f) })
 }
@@ -177,7 +182,7 @@ func localChecks(g *Globals, cfg *config.Config, s localSetup) []doctor.Check {
 		paths = append(paths, doctor.DiskPath{Label: "pip cache", Path: a.PipDownloadCache})
 	}
 	paths = append(paths, doctor.DiskPath{Label: "state dir", Path: s.stateDir})
-	checks = append(checks, diskCheck(paths, a.VenvsCache.FreeSpaceThresholdGB))
+	checks = append(checks, diskCheck(paths, a.DiskMinFreeGB))
 
 	checks = append(checks, doctor.GitHostCheck(doctor.GitOptions{
 		Host: cmp.Or(g.Getenv("CLEARML_AGENT_GIT_HOST"), a.GitHost), ForceSSH: a.ForceGitSSHProtocol, SSHPort: a.ForceGitSSHPort,
@@ -189,7 +194,7 @@ func localChecks(g *Globals, cfg *config.Config, s localSetup) []doctor.Check {
 // now the floor is agent.venvs_cache.free_space_threshold_gb; the hard
 // floor of the disk watermarks (agent.disk_min_free_gb) replaces it here.
 func diskCheck(paths []doctor.DiskPath, minFreeGB float64) doctor.Check {
-	return doctor.DiskCheck(doctor.DiskOptions{Paths: paths, MinFreeGB: minFreeGB, Setting: "agent.venvs_cache.free_space_threshold_gb"})
+	return doctor.DiskCheck(doctor.DiskOptions{Paths: paths, MinFreeGB: minFreeGB, Setting: "agent.disk_min_free_gb"})
 }
 
 // daemonPreflight is the daemon's start check: engine (docker mode, with

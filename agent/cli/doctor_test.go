@@ -66,7 +66,7 @@ func TestDoctorCLIFailures(t *testing.T) {
 		{"wrong secret", []string{"CLEARML_API_SECRET_KEY=wrong"}, nil, "credentials", "invalid credentials"},
 		{"no python", []string{"PATH=" + empty, "CLEARML_AGENT__AGENT__PYTHON_BINARY=/nowhere/python3"}, nil, "python", "no python interpreter found (tried python3, python, /nowhere/python3"},
 		{"git host", []string{"CLEARML_AGENT_GIT_HOST=127.0.0.1:1"}, nil, "git host", "cannot connect to git 127.0.0.1:1"},
-		{"disk", []string{"CLEARML_AGENT__AGENT__VENVS_CACHE__FREE_SPACE_THRESHOLD_GB=1000000000"}, nil, "disk", "below the 1000000000 GiB floor"},
+		{"disk", []string{"CLEARML_AGENT__AGENT__DISK_MIN_FREE_GB=1000000000"}, nil, "disk", "below the 1000000000 GiB floor"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := append([]string{"doctor", "--cpu-only"}, tc.args...)

@@ -275,23 +275,6 @@ func TestDockerPythonTaskAndSSHSocket(t *testing.T) {
 	}
 }
 
-// On this GPU-less machine the engine refuses a GPU request: the task fails
-// with the engine's reason, and the agent goes on.
-func TestDockerGPURequestRefused(t *testing.T) {
-	t.Parallel()
-	srv := startServer(t)
-	e, _ := dockerEnv(t, srv)
-	id := srv.scriptTask(t, "gpu", "bash", "run.sh", "echo never\n", nil)
-	srv.enqueue(t, id, "dq")
-	a := startAgent(t, e, "daemon", "--queue", "dq", "--docker", "--gpus", "0")
-	srv.waitStatus(t, id, api.StatusFailed)
-	if r := srv.Task(id).StatusReason; !strings.Contains(r, "device driver") && !strings.Contains(r, "gpu") {
-		t.Errorf("status reason %q, want the engine's GPU error", r)
-	}
-	a.signal(syscall.SIGTERM)
-	a.wait()
-}
-
 // A container that ends before the agent inside starts the task (its setup
 // script fails) fails the task with the exit code.
 func TestDockerContainerExitsEarly(t *testing.T) {
