@@ -1,6 +1,7 @@
 package provision
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -35,6 +36,7 @@ const (
 	ActionGPUs      Action = "gpus"
 	ActionRun       Action = "run"
 	ActionFirstBoot Action = "first-boot"
+	ActionDoctor    Action = "doctor"
 	ActionCloudInit Action = "cloud-init"
 )
 
@@ -168,6 +170,8 @@ func Run(ctx context.Context, c Command, d Deps) error {
 		return r.gpus()
 	case ActionFirstBoot:
 		return r.firstBoot(ctx)
+	case ActionDoctor:
+		return r.doctor(ctx)
 	case ActionCloudInit:
 		return r.cloudInit()
 	}
@@ -333,6 +337,22 @@ func (r *runner) gpus() error {
 	}
 	fmt.Fprint(r.Stdout, inv.Table())
 	return nil
+}
+
+// doctor runs `clearml-agent doctor` for every provisioned agent, as its
+// unit would run it.
+func (r *runner) doctor(ctx context.Context) error {
+	if r.Inputs.Root != "" {
+		return errors.New("doctor checks this machine's agents; drop --root (an image's agents are checked once it boots)")
+	}
+	agents, err := DoctorAgents(r.Inputs, r.d.Euid())
+	if err != nil {
+		return err
+	}
+	var out bytes.Buffer
+	err = RunDoctor(ctx, agents, &out)
+	r.Stdout.Write(out.Bytes())
+	return err
 }
 
 // firstBoot fills in the credentials (waiting for --creds-file or

@@ -86,6 +86,8 @@ func parse(args []string, stdout, stderr io.Writer) (c provision.Command, exit i
 	cloudInitCmd.Flag("docker-packages", "Install docker.io too (for --docker).").Envar(env("DOCKER_PACKAGES")).BoolVar(&ci.DockerPackages)
 	cloudInitCmd.Flag("prebuilt-image", "The image has the agent and its units (packer: --root / --first-boot-creds): only deliver the credentials and start the agents.").Envar(env("PREBUILT_IMAGE")).BoolVar(&ci.PrebuiltImage)
 
+	app.Command(string(provision.ActionDoctor), "Check every provisioned agent as its unit would run: `clearml-agent doctor` with its queues, GPUs and mode, as its user; a table per agent with the fix for each failure.")
+
 	cmd, err := app.Parse(args)
 	c.Action = provision.Action(cmd)
 	return c, exit, err

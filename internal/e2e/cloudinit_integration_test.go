@@ -66,6 +66,12 @@ func TestIntegrationBootCloudInit(t *testing.T) {
 	} else {
 		t.Errorf("agent-provision status: %v", err)
 	}
+	// The provisioned agents pass their preflight as their units run them.
+	if out, err := m.Exec(t.Context(), "agent-provision", "doctor"); err != nil {
+		t.Errorf("agent-provision doctor: %v\n%s", err, out)
+	} else {
+		t.Logf("agent-provision doctor:\n%s", out)
+	}
 	if out, _ := m.Exec(t.Context(), "stat", "-c", "%a %U", "/etc/clearml-agent/clearml.conf"); strings.TrimSpace(out) != "600 clearml" {
 		t.Errorf("clearml.conf mode/owner = %q, want 600 clearml", strings.TrimSpace(out))
 	}
