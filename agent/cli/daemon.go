@@ -23,7 +23,9 @@ import (
 	"github.com/gpufleet/clearml-agent-go/agent/docker"
 	"github.com/gpufleet/clearml-agent-go/agent/doctor"
 	"github.com/gpufleet/clearml-agent-go/agent/executor"
+	"github.com/gpufleet/clearml-agent-go/agent/gpu"
 	"github.com/gpufleet/clearml-agent-go/agent/instance"
+	"github.com/gpufleet/clearml-agent-go/agent/metrics"
 	"github.com/gpufleet/clearml-agent-go/agent/process"
 	"github.com/gpufleet/clearml-agent-go/agent/stats"
 	"github.com/gpufleet/clearml-agent-go/agent/worker"
@@ -50,6 +52,9 @@ type daemonFlags struct {
 	stateDir      string
 	docker        string // --docker value: "" or "image [args...]"
 	dockerSet     bool
+
+	metricsListen   string // --metrics-listen host:port; "" = no metrics
+	metricsRequired bool   // refuse to start when metricsListen cannot be served
 }
 
 // exitAtOnce is the exit status after the third stop signal (128 + SIGINT,
@@ -85,6 +90,11 @@ func registerDaemon(app *kingpin.Application, g *Globals) {
 	cmd.Flag("child-report-tags", "Tags for this worker's status reports.").StringsVar(&f.tags)
 	cmd.Flag("state-dir", "Where pid and log files live (default $CLEARML_AGENT_STATE_DIR, $STATE_DIRECTORY, /var/lib/clearml-agent as root).").
 		StringVar(&f.stateDir)
+	cmd.Flag("metrics-listen", "Serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9101); off by default. "+
+		"An address in use is logged once and the agent runs without metrics (see docs/operations.md).").
+		PlaceHolder("HOST:PORT").Envar("CLEARML_AGENT_METRICS_LISTEN").StringVar(&f.metricsListen)
+	cmd.Flag("metrics-required", "Refuse to start when the --metrics-listen address cannot be served.").
+		Envar("CLEARML_AGENT_METRICS_REQUIRED").BoolVar(&f.metricsRequired)
 	g.Handle(cmd, func(ctx context.Context) error { return runDaemon(ctx, g, &f) })
 }
 
@@ -120,6 +130,17 @@ func runDaemon(ctx context.Context, g *Globals, f *daemonFlags) error {
 		}
 		return instance.Stop(ctx, stateDir, sel, 10*time.Second, func(s string) { fmt.Fprintln(g.Stdout, s) })
 	}
+	// Busy-GPU policy, disk watermarks, preemption and the metrics address:
+	// a bad value stops the agent here, before it detaches or registers.
+	ops, err := loadOpsSettings(cfg)
+	if err != nil {
+		return err
+	}
+	if f.metricsListen != "" {
+		if err := metrics.ValidateAddr(f.metricsListen); err != nil {
+			return err
+		}
+	}
 	if f.detached && g.Getenv(instance.EnvDetached) != "1" { // not in the child Detach started
 		if err := os.MkdirAll(stateDir, 0o755); err != nil {
 			return fmt.Errorf("state dir %s: %w; pass a writable --state-dir", stateDir, err)
@@ -149,12 +170,19 @@ func runDaemon(ctx context.Context, g *Globals, f *daemonFlags) error {
 	defer inst.Close()
 	wid := inst.WorkerID
 
+	m, stopMetrics, err := startMetrics(ctx, f.metricsListen, f.metricsRequired, log)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
+
 	notify := &readyNotifier{Notifier: sdnotify.New()}
 	var d atomic.Pointer[worker.Daemon]
 	client, err := newClient(g, cfg, func(endpoint string, attempt int, err error) {
 		if dd := d.Load(); dd != nil {
 			dd.Beat()
 		}
+		m.ServerError(endpoint)
 		_ = notify.Status(fmt.Sprintf("server unreachable, retrying (%s, attempt %d): %s", endpoint, attempt, oneline.Of(err)))
 	}, log)
 	if err != nil {
@@ -238,10 +266,21 @@ func runDaemon(ctx context.Context, g *Globals, f *daemonFlags) error {
 	venvsDir := agentCfg.VenvsDir
 
 	collector := stats.NewCollector(stats.Config{DiskPath: g.Home(), GPU: newGPUSampler(devices, log)})
+
+	// Before every pop: the disk guard (cache eviction, the floor) and the
+	// busy-GPU check (docs/operations.md).
+	gc := gateConfig{metrics: m, log: log, gpus: gpuIndices(f.gpus),
+		disk: diskGate(daemonDiskLayout(g, cfg, stateDir, wid, f.dockerSet), ops.disk, log)}
+	if !f.cpuOnly {
+		busy := gpu.NewBusyChecker(busyDevices(f.gpus), ops.busy, gpu.OwnedBy(inst.Groups().PGIDs, runner.Containers))
+		defer busy.Close()
+		gc.busy = busy
+	}
 	wcfg := worker.Config{
 		WorkerID: wid, Queues: splitQueues(f.queues), OrderFairness: f.orderFairness, CreateQueue: f.createQueue,
 		Tags: f.tags, PollInterval: poll, ReportInterval: report, Services: services, ServicesMax: servicesMax,
 		Runner: runner, Notify: notify, Stats: collector, Logger: log, Out: g.Stdout, Preflight: preflight,
+		Gate: newGate(gc), Metrics: m,
 		ServicesDetached: f.dockerSet && services,
 		NewServiceRunner: func(child string) worker.Runner {
 			return runner.WithWorker(child, "--venvs-dir",
@@ -253,6 +292,14 @@ func runDaemon(ctx context.Context, g *Globals, f *daemonFlags) error {
 	}
 	daemon := worker.New(client, wcfg)
 	d.Store(daemon)
+
+	// The cloud's termination notice: drain, requeue the running task,
+	// unregister, exit 0.
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	if err := watchPreemption(watchCtx, ops.preempt, daemon, m, log); err != nil {
+		return err
+	}
 
 	// Signals: drain, abort, exit (see signalHelp and worker.Lifecycle).
 	abortCtx, abort := context.WithCancel(ctx)
