@@ -19,7 +19,6 @@ import (
 	"testing"
 
 	"github.com/gpufleet/clearml-agent-go/agent/api"
-	"github.com/gpufleet/clearml-agent-go/internal/gittest"
 	"github.com/gpufleet/clearml-agent-go/internal/testenv"
 )
 
@@ -98,18 +97,6 @@ func (s *server) queueEntries(name string) []string {
 	return ids
 }
 
-// pinCommit stores the repository's commit in the task, so that the run
-// does not write it back (the emulator's tasks.edit replaces the whole
-// script object, which would leave a requeued task without its entry point).
-func pinCommit(t *testing.T, srv *server, id, repo string) {
-	t.Helper()
-	commit := gittest.Git(t, strings.TrimPrefix(repo, "file://"), "rev-parse", "HEAD")
-	if _, err := srv.Call("tasks.edit", map[string]any{"task": id, "script": map[string]any{
-		"repository": repo, "branch": "main", "entry_point": "wait.sh", "binary": "bash", "working_dir": ".", "version_num": commit}}); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // GCE says the VM is preempted while a task runs: the agent stops taking
 // work, aborts the task (its log says why), puts it back on the queue it
 // came from, unregisters and exits 0; another agent then runs it.
@@ -120,7 +107,6 @@ func TestPreemptionGCE(t *testing.T) {
 	md := startMetadata(t, gce)
 	e := newEnv(t, srv.URL)
 	id := srv.newTask(t, repo, "spot", "wait.sh", "bash")
-	pinCommit(t, srv, id, repo)
 	srv.enqueue(t, id, "spot")
 	a := startAgent(t, preemptEnv(e, "gce", md.URL), "daemon", "--queue", "other", "spot", "--create-queue", "--cpu-only")
 	waitFor(t, "task started", func() bool { return strings.Contains(srv.logText(id), "started "+id) })

@@ -376,6 +376,12 @@ func TestEditCloneGetAll(t *testing.T) {
 		t.Errorf("after edit: %+v", got)
 	}
 	wantErr(t, f.call("tasks.edit", map[string]any{"task": id, "status": "completed"}), 400, 12, "'status'")
+	// As the server, an embedded document (script) is merged one level
+	// deep: the agent's {version_num, binary: null} keeps the repository.
+	f.ok("tasks.edit", map[string]any{"task": id, "force": true, "script": map[string]any{"version_num": "abc123", "binary": nil}}, nil)
+	if got := f.srv.Task(id).Script; got == nil || got.Repository != "r" || got.EntryPoint != "e.py" || got.VersionNum != "abc123" {
+		t.Errorf("script after a partial edit: %+v", got)
+	}
 
 	var clone struct{ ID string }
 	f.ok("tasks.clone", map[string]any{"task": id, "new_task_name": "copy"}, &clone)

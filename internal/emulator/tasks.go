@@ -380,6 +380,29 @@ func (s *Server) tasksEdit(c *call) (any, *apiError) {
 	if err := setFields(c, updated, editFields, "task", "force"); err != nil {
 		return nil, err
 	}
+	// The server merges a dict given for an embedded document (script,
+	// execution, output, models) into the stored one, one level deep
+	// (`{script: {version_num}}` keeps the repository and entry point);
+	// other fields (runtime, container, hyperparams, ...) are replaced.
+	for _, k := range embeddedDocs {
+		var given map[string]any
+		if raw, ok := c.data[k]; !ok || json.Unmarshal(raw, &given) != nil || given == nil {
+			continue
+		}
+		old := getMap(doc, k)
+		if old == nil {
+			continue
+		}
+		merged := deepCopy(old).(map[string]any)
+		for f, v := range given {
+			if v == nil {
+				delete(merged, f)
+				continue
+			}
+			merged[f] = pruneNulls(v)
+		}
+		updated[k] = merged
+	}
 	fields := map[string]any{}
 	for _, k := range sortedKeys(c.data) {
 		switch k {
@@ -396,6 +419,10 @@ func (s *Server) tasksEdit(c *call) (any, *apiError) {
 	s.changed()
 	return map[string]any{"updated": 1, "fields": fields}, nil
 }
+
+// embeddedDocs are the task fields that are embedded documents in the
+// server's model (tasks.edit merges into them).
+var embeddedDocs = []string{"script", "execution", "output", "models"}
 
 // statusArgs reads the common {task, status_reason, status_message, force}.
 func statusArgs(c *call) (id, reason, message string, force bool, err *apiError) {
