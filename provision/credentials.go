@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -50,27 +49,9 @@ func ParseCredentials(data []byte) (map[string]string, error) {
 	if !utf8.Valid(data) || bytes.IndexByte(data, 0) >= 0 {
 		return nil, errors.New("not a text of KEY=VALUE lines (binary data)")
 	}
-	env := map[string]string{}
-	for n, line := range strings.Split(string(data), "\n") {
-		line = strings.TrimSpace(line)
-		if line == "" || line[0] == '#' || line[0] == ';' {
-			continue
-		}
-		k, v, ok := strings.Cut(line, "=")
-		if !ok {
-			return nil, fmt.Errorf("line %d: want KEY=VALUE, got %s", n+1, shorten(line))
-		}
-		if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
-			var b strings.Builder
-			for i := 1; i < len(v)-1; i++ {
-				if v[i] == '\\' && i+1 < len(v)-1 {
-					i++
-				}
-				b.WriteByte(v[i])
-			}
-			v = b.String()
-		}
-		env[strings.TrimSpace(k)] = v
+	env, err := credfile.ParseEnv(data)
+	if err != nil {
+		return nil, fmt.Errorf("line %v", err)
 	}
 	var missing, unknown []string
 	for _, k := range []string{EnvAccessKey, EnvSecretKey} {
@@ -94,12 +75,4 @@ func ParseCredentials(data []byte) (map[string]string, error) {
 		msg += fmt.Sprintf(" (it has %s)", strings.Join(unknown, ", "))
 	}
 	return nil, errors.New(msg)
-}
-
-// shorten quotes s for an error, at most 40 bytes of it.
-func shorten(s string) string {
-	if len(s) > 40 {
-		s = s[:40] + "..."
-	}
-	return strconv.Quote(s)
 }

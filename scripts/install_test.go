@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gpufleet/clearml-agent-go/internal/testenv"
 )
 
 // installer is scripts/install.sh (the symlink to templates/install.sh, so the link is tested too).
@@ -307,7 +309,7 @@ func TestInstallInterruptedCleansUp(t *testing.T) {
 	cmd := exec.Command("dash", installer(t), "--prefix", prefix, "--sha256", strings.Repeat("0", 64), hs.URL+"/x.tar.gz")
 	cmd.Env = []string{"PATH=" + hostPath()}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	var stderr lockedBuf
+	var stderr testenv.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

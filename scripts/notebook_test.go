@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gpufleet/clearml-agent-go/internal/testenv"
+
 	"github.com/gpufleet/clearml-agent-go/agent/api"
 	"github.com/gpufleet/clearml-agent-go/internal/emulator"
 	"github.com/gpufleet/clearml-agent-go/internal/gittest"
@@ -221,7 +223,7 @@ func TestNotebookEndToEnd(t *testing.T) {
 	cmd := exec.Command(py, filepath.Join(cellDir, "cell.py"))
 	cmd.Env = append(env, "CLEARML_AGENT_GO_URL="+files.URL+"/"+name+".tar.gz", "CLEARML_AGENT_GO_SHA256="+sum)
 	cmd.Dir = tmp
-	var stdout, stderr lockedBuf
+	var stdout, stderr testenv.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	cmd.WaitDelay = 5 * time.Second
 	if err := cmd.Start(); err != nil {

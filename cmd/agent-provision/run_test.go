@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"net/http/httptest"
 	"os"
@@ -11,10 +10,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gpufleet/clearml-agent-go/internal/testenv"
 
 	"github.com/gpufleet/clearml-agent-go/agent/api"
 	"github.com/gpufleet/clearml-agent-go/internal/emulator"
@@ -28,23 +28,6 @@ func TestMain(m *testing.M) {
 		os.Exit(Main(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
 	}
 	os.Exit(m.Run())
-}
-
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func waitUntil(t *testing.T, what string, cond func() bool, dump func() string) {
@@ -115,7 +98,7 @@ func TestRunSupervisesRealAgents(t *testing.T) {
 		"CLEARML_AGENT_QUEUE_POLL_FREQ_SEC=0.2",
 		"CLEARML_AGENT__AGENT__ABORT_GRACE_PERIOD_SEC=2",
 	}
-	var stdout, stderr lockedBuf
+	var stdout, stderr testenv.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	// A task left running by a failed test must not keep Wait on the pipes.
 	cmd.WaitDelay = 5 * time.Second

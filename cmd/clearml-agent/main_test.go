@@ -5,7 +5,6 @@ package main
 // 127.0.0.1, with its own NOTIFY_SOCKET listener and real signals.
 
 import (
-	"bytes"
 	"fmt"
 	"net"
 	"net/http/httptest"
@@ -18,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gpufleet/clearml-agent-go/internal/testenv"
 
 	"github.com/gpufleet/clearml-agent-go/agent/api"
 	"github.com/gpufleet/clearml-agent-go/internal/emulator"
@@ -183,24 +184,6 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for the process's writer goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // env is one agent's environment: a private HOME, state dir and gate dir.
 type env struct {
 	home, state, gate string
@@ -273,7 +256,7 @@ func (e *env) killTaskGroup(id string) {
 type agent struct {
 	t              *testing.T
 	cmd            *exec.Cmd
-	stdout, stderr *syncBuffer
+	stdout, stderr *testenv.Buffer
 	notes          chan string
 	mu             sync.Mutex
 	allNotes       []string
@@ -303,7 +286,7 @@ func startAgent(t *testing.T, e *env, args ...string) *agent {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := &agent{t: t, stdout: &syncBuffer{}, stderr: &syncBuffer{}, notes: make(chan string, 4096), done: make(chan struct{})}
+	a := &agent{t: t, stdout: &testenv.Buffer{}, stderr: &testenv.Buffer{}, notes: make(chan string, 4096), done: make(chan struct{})}
 	go func() {
 		buf := make([]byte, 4096)
 		for {

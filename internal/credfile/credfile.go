@@ -30,6 +30,17 @@ func ReadEnv(file string) (map[string]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %v", file, err)
 	}
+	env, err := ParseEnv(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s:%v", file, err)
+	}
+	return env, nil
+}
+
+// ParseEnv parses KEY=VALUE lines: blank lines and # or ; comments are
+// skipped, values are bare or "double-quoted" with \ escapes. An error
+// names the line ("3: want KEY=VALUE, got ...").
+func ParseEnv(data []byte) (map[string]string, error) {
 	env := map[string]string{}
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	for n := 1; sc.Scan(); n++ {
@@ -39,7 +50,10 @@ func ReadEnv(file string) (map[string]string, error) {
 		}
 		k, v, ok := strings.Cut(line, "=")
 		if !ok {
-			return nil, fmt.Errorf("%s:%d: want KEY=VALUE, got %q", file, n, line)
+			if len(line) > 40 {
+				line = line[:40] + "..."
+			}
+			return nil, fmt.Errorf("%d: want KEY=VALUE, got %q", n, line)
 		}
 		if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
 			var b strings.Builder
@@ -52,6 +66,9 @@ func ReadEnv(file string) (map[string]string, error) {
 			v = b.String()
 		}
 		env[strings.TrimSpace(k)] = v
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("0: %v", err)
 	}
 	return env, nil
 }

@@ -3,34 +3,16 @@
 package e2e
 
 import (
-	"bytes"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/gpufleet/clearml-agent-go/internal/testenv"
+
 	"github.com/gpufleet/clearml-agent-go/internal/nspawn"
 )
-
-// syncBuffer is a bytes.Buffer safe for a writer process and a reader test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestIntegrationNotebookBootstrap runs the notebook cell (scripts/notebook_bootstrap.py)
 // in the cloud-init rootfs without booting it: a plain process tree under a
@@ -55,7 +37,7 @@ func TestIntegrationNotebookBootstrap(t *testing.T) {
 	}
 
 	// Missing secrets: the cell names them and stops.
-	var miss syncBuffer
+	var miss testenv.Buffer
 	cmd := nspawn.Process(t, root, []string{"CLEARML_API_HOST=" + srv.URL}, &miss, "python3", "/content/notebook_bootstrap.py")
 	if err := cmd.Wait(); err == nil {
 		t.Errorf("the cell succeeded without secrets:\n%s", miss.String())
@@ -66,7 +48,7 @@ func TestIntegrationNotebookBootstrap(t *testing.T) {
 		}
 	}
 
-	var out syncBuffer
+	var out testenv.Buffer
 	start := time.Now()
 	cmd = nspawn.Process(t, root, []string{
 		"CLEARML_API_HOST=" + srv.URL, "CLEARML_API_ACCESS_KEY=" + accessKey, "CLEARML_API_SECRET_KEY=" + secretKey,

@@ -6,7 +6,6 @@ package podmantest
 import (
 	"github.com/gpufleet/clearml-agent-go/internal/testenv"
 
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -15,7 +14,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -53,24 +51,6 @@ func removeOnCleanup(t *testing.T, e *docker.Engine, key, value string) {
 			}
 		}
 	})
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // TestPodmanClient drives agent/docker's Engine against podman: Ping,
@@ -114,7 +94,7 @@ func TestPodmanClient(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Create: %v", err)
 	}
-	var out, errOut syncBuffer
+	var out, errOut testenv.Buffer
 	_, done, err := c.Attach(ctx, false, &out, &errOut)
 	if err != nil {
 		t.Fatalf("Attach: %v", err)
@@ -163,7 +143,7 @@ func TestPodmanClient(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Create (stdin): %v", err)
 	}
-	var lout syncBuffer
+	var lout testenv.Buffer
 	stdin, ldone, err := lc.Attach(ctx, true, &lout, &lout)
 	if err != nil {
 		t.Fatalf("Attach (stdin): %v", err)
@@ -267,7 +247,7 @@ func TestPodmanDockerMode(t *testing.T) {
 		"CLEARML_AGENT_EXTRA_DOCKER_ARGS=--network host", // the emulator listens on the host's 127.0.0.1
 		"CLEARML_DOCKER_IMAGE=" + BusyboxImage,
 	}
-	var out syncBuffer
+	var out testenv.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
