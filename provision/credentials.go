@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -66,6 +67,9 @@ func ParseCredentials(data []byte) (map[string]string, error) {
 		switch k {
 		case EnvAccessKey, EnvSecretKey, EnvGitUser, EnvGitPass:
 		default:
+			if q := strconv.Quote(k); q[1:len(q)-1] != k {
+				k = q // control characters stay escaped, on one line
+			}
 			unknown = append(unknown, k)
 		}
 	}

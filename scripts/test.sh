@@ -36,7 +36,8 @@ echo "== go test -race (unit)"
 go test -race -count=1 -timeout 15m ./...
 echo "== go test -fuzz (each parser of user input, briefly: no panics, one-line errors)"
 for target in ./agent/config:FuzzParse ./agent/gpu:FuzzParseAssignment ./agent/docker:FuzzParseArgs \
-              ./agent/docker:FuzzEnvFile ./agent/process:FuzzSplitter; do
+              ./agent/docker:FuzzEnvFile ./agent/process:FuzzSplitter ./agent/gpu:FuzzParseBusyPolicy \
+              ./provision:FuzzParseCredentials ./cloudinit:FuzzQuote; do
   go test -run '^$' -fuzz "^${target#*:}\$" -fuzztime "${FUZZTIME:-5s}" "${target%%:*}"
 done
 if [ "$(id -u)" = 0 ]; then

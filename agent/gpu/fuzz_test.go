@@ -26,3 +26,24 @@ func FuzzParseAssignment(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseBusyPolicy: any agent.gpu_busy_policy gives a policy that
+// parses back from its String, or a one-line error naming the key.
+func FuzzParseBusyPolicy(f *testing.F) {
+	for _, s := range []string{"", "wait", "ignore", "2048", "2048MiB", "2048 MiB", "-1", "1e9", "WAIT", "99999999999999999999"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		p, err := ParseBusyPolicy(s)
+		if err != nil {
+			if strings.ContainsAny(err.Error(), "\n\r") || !strings.Contains(err.Error(), "agent.gpu_busy_policy") {
+				t.Fatalf("error is not one line naming the key: %q", err)
+			}
+			return
+		}
+		again, err := ParseBusyPolicy(p.String())
+		if err != nil || again != p {
+			t.Fatalf("%q -> %v -> %q -> %v, %v", s, p, p.String(), again, err)
+		}
+	})
+}
