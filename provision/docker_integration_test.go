@@ -243,7 +243,7 @@ ReadWritePaths=%[1]s
 	waitNoContainers(ctx, t, eng, "clearml-parent-worker-id="+services, time.Minute)
 
 	t.Logf("remove:\n%s", sh("agent-provision", "remove", "--purge-config"))
-	if left := sh("systemctl", "list-units", "--all", "--no-legend", "--plain", "clearml-agent*"); strings.TrimSpace(left) != "" {
+	if left := unitsLeft(t, sh); left != "" {
 		t.Errorf("units left after remove:\n%s", left)
 	}
 	for _, label := range []string{"clearml-worker-id=" + worker, "clearml-parent-worker-id=" + services} {

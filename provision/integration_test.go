@@ -230,7 +230,7 @@ chown -R clearml:clearml /srv/tasks`)
 
 	// remove leaves nothing behind (the config is kept unless purged).
 	t.Logf("remove:\n%s", sh("agent-provision", "remove", "--purge-config"))
-	if left := sh("systemctl", "list-units", "--all", "--no-legend", "--plain", "clearml-agent*"); strings.TrimSpace(left) != "" {
+	if left := unitsLeft(t, sh); left != "" {
 		t.Errorf("units left after remove:\n%s", left)
 	}
 	if left, _ := m.Exec(ctx, "sh", "-c", "ls -d /etc/clearml-agent /etc/systemd/system/clearml-agent* /etc/systemd/system/*/clearml-agent* /usr/lib/sysusers.d/clearml-agent.conf 2>/dev/null"); strings.TrimSpace(left) != "" {
@@ -245,4 +245,29 @@ func taskLogHas(srv *emulator.Server, id, text string) bool {
 		}
 	}
 	return false
+}
+
+// unitsLeft lists the clearml-agent units systemd still has loaded after a
+// remove. A stopped unit whose file is gone may stay listed as "not-found"
+// until systemd's next garbage collection, so that state gets a few
+// seconds to clear; anything else is reported at once.
+func unitsLeft(t *testing.T, sh func(args ...string) string) string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		left := strings.TrimSpace(sh("systemctl", "list-units", "--all", "--no-legend", "--plain", "clearml-agent*"))
+		if left == "" {
+			return ""
+		}
+		gone := true
+		for _, l := range strings.Split(left, "\n") {
+			if f := strings.Fields(l); len(f) < 4 || f[1] != "not-found" || f[2] != "inactive" {
+				gone = false
+			}
+		}
+		if !gone || time.Now().After(deadline) {
+			return left
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
