@@ -83,9 +83,12 @@ type Config struct {
 	Runner           Runner
 	NewServiceRunner func(childWorkerID string) Runner
 
-	// Preflight, when set, must pass before the worker registers and says
-	// READY (docker mode: the engine answers). While it fails, STATUS says
-	// why and it is retried with backoff; it never ends the daemon.
+	// Preflight, when set, must pass before the worker says READY and takes
+	// a task (python and venv, the docker engine, GPUs, disk, git host).
+	// It runs alongside the login and registration, so a slow check (a
+	// trial venv) does not delay workers.register; while it fails the
+	// worker is registered and reporting but NOT ready, STATUS says why and
+	// it is retried with backoff; it never ends the daemon.
 	Preflight func(ctx context.Context) error
 
 	// Gate, when set, is asked before every pop (each pass of the poll
@@ -324,15 +327,21 @@ var ErrFatal = errors.New("fatal")
 // queues, registers, then polls until drained or ctx is cancelled.
 // Cancelling ctx aborts a running task (it is marked stopped).
 func (d *Daemon) Run(ctx context.Context) error {
-	if err := d.connect(ctx); err != nil {
+	preCtx, stopPre := context.WithCancel(ctx)
+	defer stopPre()
+	pre := make(chan error, 1)
+	go func() { pre <- d.preflight(preCtx) }()
+	abandon := func(err error) error {
+		stopPre()
+		<-pre
 		return err
 	}
-	if err := d.preflight(ctx); err != nil {
-		return err
+	if err := d.connect(ctx); err != nil {
+		return abandon(err)
 	}
 	queues, err := d.resolveQueues(ctx)
 	if err != nil {
-		return err
+		return abandon(err)
 	}
 	d.mu.Lock()
 	d.queues = queues
@@ -346,15 +355,18 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	defer d.unregister(ctx)
 
+	reportCtx, stopReports := context.WithCancel(ctx)
+	defer stopReports()
+	go d.reportLoop(reportCtx)
+	if err := <-pre; err != nil {
+		return err
+	}
+
 	fmt.Fprintf(d.cfg.Out, "Worker %q - Listening to queues: %s\n", d.cfg.WorkerID, queueNames(queues))
 	d.idle()
 	if d.cfg.Notify != nil {
 		_ = d.cfg.Notify.Ready()
 	}
-
-	reportCtx, stopReports := context.WithCancel(ctx)
-	defer stopReports()
-	go d.reportLoop(reportCtx)
 
 	var children sync.WaitGroup
 	waitChildren := func() {

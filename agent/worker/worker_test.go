@@ -550,17 +550,19 @@ func TestIdleRequests(t *testing.T) {
 }
 
 // A failing preflight (docker mode: the engine does not answer) keeps the
-// daemon NOT ready and unregistered, with the reason in STATUS, until it
-// passes; the daemon never exits over it.
+// daemon NOT ready and taking no task, with the reason in STATUS, until it
+// passes; the daemon never exits over it. It runs alongside the
+// registration, which it does not hold up.
 func TestPreflightHoldsReady(t *testing.T) {
 	f := newFixture(t)
 	f.emu.CreateQueue("default")
 	f.cfg.Queues = []string{"default"}
 	var mu sync.Mutex
-	engineUp := false
+	engineUp, calls := false, 0
 	f.cfg.Preflight = func(context.Context) error {
 		mu.Lock()
 		defer mu.Unlock()
+		calls++
 		if !engineUp {
 			return errors.New("docker engine at unix:///nope.sock does not answer; start it")
 		}
@@ -568,13 +570,21 @@ func TestPreflightHoldsReady(t *testing.T) {
 	}
 	d, wait := f.start(t, t.Context())
 	eventually(t, "the not-ready STATUS", func() bool { return f.notify.has("STATUS=not ready: docker engine at unix:///nope.sock") })
-	if f.notify.has("READY") || len(f.emu.Workers()) != 0 {
-		t.Fatalf("READY or registered before the preflight passed: %q, workers %v", f.notify.list(), f.emu.Workers())
+	eventually(t, "the registration", func() bool { return len(f.emu.Workers()) == 1 })
+	held := f.bashTask(t, "default", "held", "echo ran\n")
+	mu.Lock()
+	seen := calls
+	mu.Unlock()
+	// Two more failed checks after the task was queued: it is still queued.
+	eventually(t, "two more preflight failures", func() bool { mu.Lock(); defer mu.Unlock(); return calls >= seen+2 })
+	if f.notify.has("READY") || f.emu.Task(held).Status != api.StatusQueued {
+		t.Fatalf("READY or a task taken before the preflight passed: %q, task %s", f.notify.list(), f.emu.Task(held).Status)
 	}
 	mu.Lock()
 	engineUp = true
 	mu.Unlock()
 	eventually(t, "READY", func() bool { return f.notify.has("READY") })
+	f.waitStatus(t, held, api.StatusCompleted)
 	eventually(t, "idle", func() bool { return d.Status() == "idle, polling default" })
 	d.Drain()
 	if err := wait(); err != nil {
