@@ -306,8 +306,9 @@ func TestDockerEngineAppearsLater(t *testing.T) {
 	e = e.with("DOCKER_HOST=unix://" + link)
 	a := startAgent(t, e, "daemon", "--queue", "dq", "--create-queue", "--docker", "--cpu-only")
 	a.saw("STATUS=not ready: docker engine at unix://" + link + " does not answer")
-	if slices.Contains(a.notifications(), "READY=1") || len(srv.workerIDs()) != 0 {
-		t.Fatalf("READY or registered without an engine: %q", a.notifications())
+	// Registered (the preflight does not hold that up) but not READY.
+	if slices.Contains(a.notifications(), "READY=1") {
+		t.Fatalf("READY without an engine: %q", a.notifications())
 	}
 	if err := os.Symlink(real, link); err != nil {
 		t.Fatal(err)
