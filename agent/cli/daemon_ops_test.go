@@ -1,12 +1,10 @@
 package cli
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"log/slog"
 	"net"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -68,22 +66,6 @@ func (l *logLines) count(sub string) int {
 	return n
 }
 
-func scrapeText(t *testing.T, m *metrics.Metrics) map[string]string {
-	t.Helper()
-	rec := httptest.NewRecorder()
-	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
-	out := map[string]string{}
-	sc := bufio.NewScanner(rec.Body)
-	for sc.Scan() {
-		if l := sc.Text(); l != "" && !strings.HasPrefix(l, "#") {
-			if i := strings.LastIndexByte(l, ' '); i > 0 {
-				out[l[:i]] = l[i+1:]
-			}
-		}
-	}
-	return out
-}
-
 // The daemon's gate with an injected busy checker (NVML is absent here):
 // a busy GPU holds the agent with the report's summary, per-GPU metrics
 // follow, and it opens when the GPU is free again.
@@ -100,7 +82,7 @@ func TestGateBusyGPU(t *testing.T) {
 	if ok || why != want {
 		t.Errorf("gate = %v %q; want held with %q", ok, why, want)
 	}
-	s := scrapeText(t, m)
+	s := m.Values()
 	if s[`clearml_agent_gpu_busy{gpu="0"}`] != "0" || s[`clearml_agent_gpu_busy{gpu="1"}`] != "1" {
 		t.Errorf("gpu_busy 0=%s 1=%s; want 0 and 1", s[`clearml_agent_gpu_busy{gpu="0"}`], s[`clearml_agent_gpu_busy{gpu="1"}`])
 	}
@@ -108,7 +90,7 @@ func TestGateBusyGPU(t *testing.T) {
 	if ok, why := gate(t.Context()); !ok || why != "" {
 		t.Errorf("gate with a free GPU = %v %q", ok, why)
 	}
-	if s := scrapeText(t, m); s[`clearml_agent_gpu_busy{gpu="1"}`] != "0" {
+	if s := m.Values(); s[`clearml_agent_gpu_busy{gpu="1"}`] != "0" {
 		t.Errorf("gpu_busy 1=%s after it was freed", s[`clearml_agent_gpu_busy{gpu="1"}`])
 	}
 

@@ -10,6 +10,7 @@ package metrics
 import (
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/common/expfmt"
 )
 
 // Namespace prefixes every metric name of the agent.
@@ -160,6 +162,34 @@ func (m *Metrics) Handler() http.Handler {
 		return http.NotFoundHandler()
 	}
 	return m.handler
+}
+
+// Values gathers the registry as a scrape does and returns each sample
+// line of the text exposition as `name{labels}` -> value (comments left
+// out): what a scrape sees, for tests and debugging dumps.
+func (m *Metrics) Values() map[string]string {
+	out := map[string]string{}
+	if m == nil {
+		return out
+	}
+	mfs, err := m.reg.Gather()
+	if err != nil {
+		return out
+	}
+	var b strings.Builder
+	enc := expfmt.NewEncoder(&b, expfmt.NewFormat(expfmt.TypeTextPlain))
+	for _, mf := range mfs {
+		_ = enc.Encode(mf)
+	}
+	for _, line := range strings.Split(b.String(), "\n") {
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if i := strings.LastIndexByte(line, ' '); i > 0 {
+			out[line[:i]] = line[i+1:]
+		}
+	}
+	return out
 }
 
 // SetState makes state the current one: its series 1, every other 0.

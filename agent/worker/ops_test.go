@@ -1,12 +1,9 @@
 package worker_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"log/slog"
-	"net/http/httptest"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -42,25 +39,6 @@ func (l *logRecorder) count(msg string) int {
 		}
 	}
 	return n
-}
-
-// scrape returns the metrics' text exposition as "name{labels} value" lines.
-func scrape(t *testing.T, m *metrics.Metrics) map[string]string {
-	t.Helper()
-	rec := httptest.NewRecorder()
-	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
-	out := map[string]string{}
-	sc := bufio.NewScanner(rec.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		if i := strings.LastIndexByte(line, ' '); i > 0 {
-			out[line[:i]] = line[i+1:]
-		}
-	}
-	return out
 }
 
 // The gate holds every pop while it says no: STATUS= says why, the log
@@ -111,7 +89,7 @@ func TestGateHoldsPops(t *testing.T) {
 	if n := logs.count("taking no task"); n != 1 {
 		t.Errorf("logged the gate %d times, want once per change", n)
 	}
-	if got := scrape(t, m)[`clearml_agent_state{state="not_ready"}`]; got != "1" {
+	if got := m.Values()[`clearml_agent_state{state="not_ready"}`]; got != "1" {
 		t.Errorf("state not_ready = %s while gated, want 1", got)
 	}
 	open.Store(true)
@@ -123,7 +101,7 @@ func TestGateHoldsPops(t *testing.T) {
 	if n := logs.count("taking tasks again"); n != 1 {
 		t.Errorf("logged the reopening %d times, want 1", n)
 	}
-	got := scrape(t, m)
+	got := m.Values()
 	if got[`clearml_agent_tasks_total{outcome="completed"}`] != "1" || got[`clearml_agent_state{state="idle"}`] != "1" {
 		t.Errorf("metrics after the task: completed=%s idle=%s", got[`clearml_agent_tasks_total{outcome="completed"}`], got[`clearml_agent_state{state="idle"}`])
 	}
@@ -178,7 +156,7 @@ func TestPreemptRequeuesRunningTask(t *testing.T) {
 	if !f.notify.has("STATUS=preempted: instance preempted (gce)") {
 		t.Errorf("notifications %q: want the preemption in STATUS=", f.notify.list())
 	}
-	s := scrape(t, m)
+	s := m.Values()
 	if s[`clearml_agent_tasks_total{outcome="preempted"}`] != "1" || s[`clearml_agent_state{state="preempted"}`] != "1" {
 		t.Errorf("metrics: preempted tasks %s, state preempted %s; want 1 and 1", s[`clearml_agent_tasks_total{outcome="preempted"}`], s[`clearml_agent_state{state="preempted"}`])
 	}
