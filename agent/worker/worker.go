@@ -85,10 +85,11 @@ type Config struct {
 
 	// Preflight, when set, must pass before the worker says READY and takes
 	// a task (python and venv, the docker engine, GPUs, disk, git host).
-	// It runs alongside the login and registration, so a slow check (a
-	// trial venv) does not delay workers.register; while it fails the
-	// worker is registered and reporting but NOT ready, STATUS says why and
-	// it is retried with backoff; it never ends the daemon.
+	// It runs once the worker is registered, so a slow check (a trial
+	// venv) neither delays workers.register nor competes with it for the
+	// CPU; while it fails the worker is registered and reporting but NOT
+	// ready, STATUS says why and it is retried with backoff; it never ends
+	// the daemon.
 	Preflight func(ctx context.Context) error
 
 	// Gate, when set, is asked before every pop (each pass of the poll
@@ -327,21 +328,12 @@ var ErrFatal = errors.New("fatal")
 // queues, registers, then polls until drained or ctx is cancelled.
 // Cancelling ctx aborts a running task (it is marked stopped).
 func (d *Daemon) Run(ctx context.Context) error {
-	preCtx, stopPre := context.WithCancel(ctx)
-	defer stopPre()
-	pre := make(chan error, 1)
-	go func() { pre <- d.preflight(preCtx) }()
-	abandon := func(err error) error {
-		stopPre()
-		<-pre
-		return err
-	}
 	if err := d.connect(ctx); err != nil {
-		return abandon(err)
+		return err
 	}
 	queues, err := d.resolveQueues(ctx)
 	if err != nil {
-		return abandon(err)
+		return err
 	}
 	d.mu.Lock()
 	d.queues = queues
@@ -358,7 +350,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	reportCtx, stopReports := context.WithCancel(ctx)
 	defer stopReports()
 	go d.reportLoop(reportCtx)
-	if err := <-pre; err != nil {
+	if err := d.preflight(ctx); err != nil {
 		return err
 	}
 

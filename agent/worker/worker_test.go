@@ -551,7 +551,7 @@ func TestIdleRequests(t *testing.T) {
 
 // A failing preflight (docker mode: the engine does not answer) keeps the
 // daemon NOT ready and taking no task, with the reason in STATUS, until it
-// passes; the daemon never exits over it. It runs alongside the
+// passes; the daemon never exits over it. It runs after the
 // registration, which it does not hold up.
 func TestPreflightHoldsReady(t *testing.T) {
 	f := newFixture(t)
