@@ -211,9 +211,7 @@ func TestPreflightHoldsReadyUntilPythonAppears(t *testing.T) {
 			t.Fatalf("READY=1 while python is missing: %q", a.notifications())
 		}
 	}
-	if ids := srv.workerIDs(); len(ids) != 0 {
-		t.Errorf("registered while not ready: %v", ids)
-	}
+	// Registered (the checks run after workers.register) but not READY.
 
 	// The interpreter appears (a wrapper, renamed into place at once).
 	tmp := filepath.Join(bin, ".python3.tmp")
