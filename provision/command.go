@@ -12,7 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -445,29 +445,17 @@ func (r *runner) firstBoot(ctx context.Context) error {
 // root, and those systemd has loaded.
 func provisionedInstances(root string, loaded []systemd.UnitState) ([]string, error) {
 	dir := filepath.Join(root, "/", unitgen.DefaultEnvDir)
-	entries, err := os.ReadDir(dir)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("first boot: %v; fix its permissions", err)
-	}
-	seen := map[string]bool{}
-	var out []string
-	add := func(name string) {
-		if !seen[name] {
-			seen[name] = true
-			out = append(out, name)
-		}
-	}
-	for _, e := range entries {
-		if name, ok := strings.CutSuffix(e.Name(), ".env"); ok && !e.IsDir() {
-			add(name)
-		}
+	out, err := envInstances(dir)
+	if err != nil {
+		return nil, fmt.Errorf("first boot: %v", err)
 	}
 	for _, st := range loaded {
 		if inst, ok := strings.CutPrefix(strings.TrimSuffix(st.Name, ".service"), "clearml-agent@"); ok {
-			add(inst)
+			out = append(out, inst)
 		}
 	}
-	sort.Strings(out)
+	slices.Sort(out)
+	out = slices.Compact(out)
 	if len(out) == 0 {
 		return nil, fmt.Errorf("first boot: no agents in %s; provision first (agent-provision --root DIR ... --first-boot-creds)", dir)
 	}

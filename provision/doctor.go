@@ -3,10 +3,7 @@ package provision
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"os/exec"
 	"os/user"
 	"path"
@@ -39,20 +36,13 @@ type DoctorAgent struct {
 // supplementary docker group.
 func DoctorAgents(in Inputs, euid int) ([]DoctorAgent, error) {
 	dir := filepath.Join(in.SystemRoot, "/", unitgen.DefaultEnvDir)
-	entries, err := os.ReadDir(dir)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+	names, err := envInstances(dir)
+	if err != nil {
 		return nil, fmt.Errorf("doctor: %v", err)
-	}
-	var names []string
-	for _, e := range entries {
-		if inst, ok := strings.CutSuffix(e.Name(), ".env"); ok && !e.IsDir() {
-			names = append(names, inst)
-		}
 	}
 	if len(names) == 0 {
 		return nil, fmt.Errorf("doctor: no agents provisioned (no %s/*.env); provision them first, or run `clearml-agent doctor` with the daemon's flags", dir)
 	}
-	sort.Strings(names)
 	if in.ConfigPath == "" {
 		in.ConfigPath = unitgen.DefaultConfigPath
 	}

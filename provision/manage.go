@@ -48,16 +48,12 @@ type ContainerRow struct {
 func Status(ctx context.Context, mgr systemd.Manager, root string) ([]StatusRow, error) {
 	rows := map[string]*StatusRow{}
 	dir := filepath.Join(root, "/", unitgen.DefaultEnvDir)
-	entries, err := os.ReadDir(dir)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("list %s: %v", dir, err)
+	insts, err := envInstances(dir)
+	if err != nil {
+		return nil, err
 	}
-	for _, e := range entries {
-		inst, ok := strings.CutSuffix(e.Name(), ".env")
-		if !ok {
-			continue
-		}
-		env, err := ReadEnvFile(filepath.Join(dir, e.Name()))
+	for _, inst := range insts {
+		env, err := ReadEnvFile(filepath.Join(dir, inst+".env"))
 		if err != nil {
 			return nil, err
 		}
@@ -499,20 +495,13 @@ func FillWorkerIDs(root, hostname string) ([]string, error) {
 		return nil, nil
 	}
 	dir := filepath.Join(root, "/", unitgen.DefaultEnvDir)
-	entries, err := os.ReadDir(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
+	insts, err := envInstances(dir)
 	if err != nil {
 		return nil, fmt.Errorf("first boot: %v", err)
 	}
 	var ids []string
-	for _, e := range entries {
-		inst, ok := strings.CutSuffix(e.Name(), ".env")
-		if !ok || e.IsDir() {
-			continue
-		}
-		p := filepath.Join(dir, e.Name())
+	for _, inst := range insts {
+		p := filepath.Join(dir, inst+".env")
 		data, err := os.ReadFile(p)
 		if err != nil {
 			return ids, fmt.Errorf("first boot: %v", err)

@@ -661,7 +661,12 @@ const pendingMarkerText = "# agent-provision: clearml.conf has no credentials ye
 
 // existingInstances lists the instances with an environment file on disk.
 func (p *Plan) existingInstances() ([]string, error) {
-	dir := p.hostPath(path.Join("/", unitgen.DefaultEnvDir))
+	return envInstances(p.hostPath(path.Join("/", unitgen.DefaultEnvDir)))
+}
+
+// envInstances lists the agents that have an environment file (NAME.env,
+// a regular file) in dir, sorted; none when dir does not exist.
+func envInstances(dir string) ([]string, error) {
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
