@@ -10,22 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gpufleet/clearml-agent-go/internal/testenv"
+
 	"go.yaml.in/yaml/v3"
 )
-
-// need returns the path of tool, or skips (fails in CI, where
-// scripts/install-deps.sh installs it).
-func need(t *testing.T, tool string) string {
-	t.Helper()
-	p, err := exec.LookPath(tool)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is not installed; CI installs it with scripts/install-deps.sh", tool)
-		}
-		t.Skipf("%s is not installed (apt-get install cloud-init for the schema checks)", tool)
-	}
-	return p
-}
 
 // knownKeys are the top-level cloud-config keys the templates may use.
 // `cloud-init schema` accepts any unknown top-level key, so a typo would
@@ -83,7 +71,7 @@ func parse(t *testing.T, out []byte) cloudConfig {
 // schema runs the real `cloud-init schema` on out.
 func schema(t *testing.T, out []byte) {
 	t.Helper()
-	tool := need(t, "cloud-init")
+	tool := testenv.Tool(t, "cloud-init")
 	f := filepath.Join(t.TempDir(), "user-data")
 	if err := os.WriteFile(f, out, 0o600); err != nil {
 		t.Fatal(err)

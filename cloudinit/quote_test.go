@@ -2,10 +2,11 @@ package cloudinit
 
 import (
 	"encoding/json"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/gpufleet/clearml-agent-go/internal/testenv"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -21,12 +22,9 @@ var tricky = []string{
 // returns what it read as strings.
 func pyYAML(t *testing.T, docs []string) []string {
 	t.Helper()
-	py := need(t, "/usr/bin/python3")
+	py := testenv.Tool(t, "/usr/bin/python3")
 	if err := exec.Command(py, "-c", "import yaml").Run(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("python3 has no yaml module; CI installs cloud-init, which depends on python3-yaml: %v", err)
-		}
-		t.Skipf("python3 has no yaml module (cloud-init depends on python3-yaml): %v", err)
+		testenv.Missing(t, "python3 has no yaml module (apt-get install python3-yaml; cloud-init, which CI installs, depends on it): %v", err)
 	}
 	in, _ := json.Marshal(docs)
 	cmd := exec.Command(py, "-c", `import json, sys, yaml
@@ -98,7 +96,7 @@ func TestYAMLBlockRoundTrip(t *testing.T) {
 }
 
 func TestShellQuoteRoundTrip(t *testing.T) {
-	sh := need(t, "sh")
+	sh := testenv.Tool(t, "sh")
 	for _, s := range append(tricky, "a=b", "-", "*", "?", "[a]", "{a,b}", "~root", "x;y", "a|b", "a&b", "<a>") {
 		if strings.ContainsRune(s, 0) {
 			continue

@@ -12,6 +12,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/gpufleet/clearml-agent-go/internal/testenv"
 )
 
 // The rendered steps run for real here: the shell format with sh, the
@@ -111,8 +113,8 @@ func (m *machine) checkProvisioned(t *testing.T, c Config, iid string) {
 }
 
 func TestShellFormatRuns(t *testing.T) {
-	sh := need(t, "sh")
-	need(t, "sha256sum")
+	sh := testenv.Tool(t, "sh")
+	testenv.Tool(t, "sha256sum")
 	for _, iid := range []string{"i-0abc123", ""} {
 		m := newMachine(t)
 		c := m.config(FormatShell)
@@ -145,8 +147,8 @@ func TestShellFormatRuns(t *testing.T) {
 
 // A wrong sha256 stops the script before anything is installed or run.
 func TestShellFormatChecksumMismatch(t *testing.T) {
-	sh := need(t, "sh")
-	need(t, "sha256sum")
+	sh := testenv.Tool(t, "sh")
+	testenv.Tool(t, "sha256sum")
 	m := newMachine(t)
 	c := m.config(FormatShell)
 	c.BinarySHA256 = strings.Repeat("0", 64)
@@ -182,9 +184,9 @@ with open(sys.argv[2], "w") as f:
 `
 
 func TestCloudConfigRunsWithCloudInitCode(t *testing.T) {
-	py := need(t, "/usr/bin/python3")
-	need(t, "cloud-init")
-	need(t, "sha256sum")
+	py := testenv.Tool(t, "/usr/bin/python3")
+	testenv.Tool(t, "cloud-init")
+	testenv.Tool(t, "sha256sum")
 	m := newMachine(t)
 	c := m.config(FormatCloudConfig)
 	os.WriteFile(c.InstanceIDFile, []byte("i-0abc123\n"), 0o644)

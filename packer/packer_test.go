@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gpufleet/clearml-agent-go/internal/testenv"
+
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclparse"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
@@ -380,26 +382,12 @@ func requiredVars(t *testing.T, tp *template) []string {
 	return req
 }
 
-// needTool finds a tool the test runs for real: missing, it skips with a
-// reason, except in CI (CI=true), where it fails.
-func needTool(t *testing.T, name, install string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s not found and CI=true: %s", name, install)
-		}
-		t.Skipf("%s not found: %s", name, install)
-	}
-	return p
-}
-
 // packerValidate runs the real `packer validate ARGS...` from the repository
 // root (so the paths read as in README.md) and returns its exit status and
 // output with whitespace runs folded (packer wraps its messages).
 func packerValidate(t *testing.T, args ...string) (int, string) {
 	t.Helper()
-	bin := needTool(t, "packer", "apt-get install packer (Debian's 1.6.6), see scripts/install-deps.sh")
+	bin := testenv.Tool(t, "packer")
 	cmd := exec.Command(bin, append([]string{"validate"}, args...)...)
 	cmd.Dir = ".."
 	// No update check (it would reach the network); no log noise.
@@ -440,7 +428,7 @@ func offlineImage(t *testing.T) (image, sums string) {
 }
 
 func TestPackerValidate(t *testing.T) {
-	needTool(t, "packer", "apt-get install packer (Debian's 1.6.6), see scripts/install-deps.sh")
+	testenv.Tool(t, "packer")
 
 	t.Run("fmt", func(t *testing.T) {
 		cmd := exec.Command("packer", "fmt", "-check", "-diff", ".")
@@ -533,7 +521,7 @@ func TestPackerValidate(t *testing.T) {
 }
 
 func TestProvisionScriptSyntax(t *testing.T) {
-	sh := needTool(t, "sh", "a POSIX shell")
+	sh := testenv.Tool(t, "sh")
 	if out, err := exec.Command(sh, "-n", scriptFile).CombinedOutput(); err != nil {
 		t.Errorf("sh -n %s: %v\n%s", scriptFile, err, out)
 	}
@@ -555,7 +543,7 @@ func TestProvisionScriptSyntax(t *testing.T) {
 // tools it would change the system with (apt-get, dpkg-query, cloud-init,
 // docker) are stubs here that record being called.
 func TestProvisionScriptBadInput(t *testing.T) {
-	sh := needTool(t, "sh", "a POSIX shell")
+	sh := testenv.Tool(t, "sh")
 	dir := t.TempDir()
 	stubs := filepath.Join(dir, "stubs")
 	called := filepath.Join(dir, "called")

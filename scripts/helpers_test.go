@@ -19,19 +19,6 @@ import (
 	"testing"
 )
 
-// need fails in CI (CI=true) and skips elsewhere when a tool is missing.
-func need(t *testing.T, tools ...string) {
-	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s is not installed; CI must have it (scripts/install-deps.sh)", tool)
-			}
-			t.Skipf("%s is not installed", tool)
-		}
-	}
-}
-
 // repoRoot is the repository's top directory.
 func repoRoot(t *testing.T) string {
 	t.Helper()

@@ -29,7 +29,7 @@ func installer(t *testing.T) string {
 // install runs install.sh with dash and only PATH in its environment.
 func install(t *testing.T, args ...string) result {
 	t.Helper()
-	need(t, "dash")
+	testenv.Need(t, "dash")
 	return run(t, []string{"PATH=" + hostPath()}, t.TempDir(), append([]string{"dash", installer(t)}, args...)...)
 }
 
@@ -60,7 +60,7 @@ func names(entries []os.DirEntry) []string {
 }
 
 func TestInstallScriptIsPOSIX(t *testing.T) {
-	need(t, "dash")
+	testenv.Need(t, "dash")
 	if r := run(t, []string{"PATH=" + hostPath()}, "", "dash", "-n", installer(t)); r.code != 0 {
 		t.Fatalf("dash -n install.sh: %s", r.stderr)
 	}
@@ -226,10 +226,10 @@ func TestInstallRefusesBadInput(t *testing.T) {
 
 // TestInstallUnwritablePrefix: a prefix the user may not write (as root: the run is made as nobody).
 func TestInstallUnwritablePrefix(t *testing.T) {
-	need(t, "dash")
+	testenv.Need(t, "dash")
 	var argv []string
 	if os.Geteuid() == 0 {
-		need(t, "setpriv")
+		testenv.Need(t, "setpriv")
 		argv = []string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"}
 	}
 	dir := t.TempDir()
@@ -300,7 +300,7 @@ func TestInstallRefusalKeepsInstalledBinaries(t *testing.T) {
 // TestInstallInterruptedCleansUp: Ctrl-C (SIGTERM to the process group) during a download that hangs
 // removes the temp dir and the prefix this run created.
 func TestInstallInterruptedCleansUp(t *testing.T) {
-	need(t, "dash")
+	testenv.Need(t, "dash")
 	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		<-r.Context().Done() // until the client goes away
 	}))
@@ -339,7 +339,7 @@ func TestInstallInterruptedCleansUp(t *testing.T) {
 // TestInstallWithBusybox: a minimal image's tools only (busybox sh, tar, gzip, sha256sum, wget), and
 // without wget and sha256sum the python3 and openssl fallbacks.
 func TestInstallWithBusybox(t *testing.T) {
-	need(t, "busybox")
+	testenv.Need(t, "busybox")
 	dir := t.TempDir()
 	good, sum := fakeRelease(t, dir, "1.0.0", nil)
 	hs := httptest.NewServer(http.FileServer(http.Dir(dir)))
@@ -375,7 +375,7 @@ func TestInstallWithBusybox(t *testing.T) {
 			}
 		}
 	} else {
-		need(t, "openssl") // fails in CI, skips elsewhere
+		testenv.Need(t, "openssl") // fails in CI, skips elsewhere
 	}
 	for _, ts := range toolsets {
 		t.Run(ts.name, func(t *testing.T) {

@@ -24,7 +24,7 @@ import (
 // python is the python3 interpreter itself (not a shim that needs the caller's environment).
 func python(t *testing.T) string {
 	t.Helper()
-	need(t, "python3")
+	testenv.Need(t, "python3")
 	out, err := exec.Command("python3", "-c", "import sys; print(sys.executable)").Output()
 	if err != nil {
 		t.Fatalf("python3: %v", err)
@@ -90,7 +90,7 @@ func TestNotebookNamesMissingSecrets(t *testing.T) {
 
 // TestNotebookRefusesBadSettings: each is one line, and a refused install leaves nothing.
 func TestNotebookRefusesBadSettings(t *testing.T) {
-	need(t, "sh", "tar", "gzip", "sha256sum")
+	testenv.Need(t, "sh", "tar", "gzip", "sha256sum")
 	dir := t.TempDir()
 	tarball, sum := fakeRelease(t, dir, "1.0.0", nil)
 	keys := []string{"CLEARML_API_HOST=http://127.0.0.1:1", "CLEARML_API_ACCESS_KEY=k", "CLEARML_API_SECRET_KEY=s"}
@@ -145,7 +145,7 @@ func TestNotebookEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the agent and runs it")
 	}
-	need(t, "go", "git", "bash", "sh", "tar", "gzip", "sha256sum")
+	testenv.Need(t, "go", "git", "bash", "sh", "tar", "gzip", "sha256sum")
 	py := python(t)
 	root := repoRoot(t)
 	tmp := t.TempDir()

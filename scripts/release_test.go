@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gpufleet/clearml-agent-go/internal/testenv"
 )
 
 // TestReleaseTarball builds the real release twice (reproducible: the same sha256), checks its
@@ -17,7 +19,7 @@ func TestReleaseTarball(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the three binaries")
 	}
-	need(t, "go", "git", "bash", "tar", "gzip", "sha256sum", "dash")
+	testenv.Need(t, "go", "git", "bash", "tar", "gzip", "sha256sum", "dash")
 	root := repoRoot(t)
 	const epoch = 1700000000
 	env := append(os.Environ(), "SOURCE_DATE_EPOCH=1700000000")
@@ -120,7 +122,7 @@ func TestReleaseTarball(t *testing.T) {
 }
 
 func TestReleaseBadArguments(t *testing.T) {
-	need(t, "bash")
+	testenv.Need(t, "bash")
 	script := filepath.Join(repoRoot(t), "scripts", "release.sh")
 	for _, args := range [][]string{{"--bogus"}, {"--version", "a b"}, {"--version"}, {"--version", "-x"}} {
 		r := run(t, os.Environ(), t.TempDir(), append([]string{script}, args...)...)

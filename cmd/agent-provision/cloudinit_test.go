@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gpufleet/clearml-agent-go/internal/testenv"
+
 	"go.yaml.in/yaml/v3"
 )
 
@@ -48,14 +50,7 @@ func checkUserData(t *testing.T, doc string) userData {
 	if err := yaml.Unmarshal([]byte(doc), &ud); err != nil {
 		t.Fatal(err)
 	}
-	tool, err := exec.LookPath("cloud-init")
-	switch {
-	case err != nil && os.Getenv("CI") == "true":
-		t.Fatal("cloud-init is not installed; CI installs it with scripts/install-deps.sh")
-	case err != nil:
-		t.Log("cloud-init is not installed: the schema check is skipped (apt-get install cloud-init)")
-		return ud
-	}
+	tool := testenv.Tool(t, "cloud-init")
 	f := filepath.Join(t.TempDir(), "user-data")
 	os.WriteFile(f, []byte(doc), 0o600)
 	out, err := exec.Command(tool, "schema", "--config-file", f).CombinedOutput()

@@ -21,10 +21,18 @@ import (
 func Need(t testing.TB, tools ...string) {
 	t.Helper()
 	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			Missing(t, "%s not found (%v); install it (scripts/install-deps.sh installs it in CI)", tool, err)
-		}
+		Tool(t, tool)
 	}
+}
+
+// Tool is Need for one tool, returning its path.
+func Tool(t testing.TB, tool string) string {
+	t.Helper()
+	p, err := exec.LookPath(tool)
+	if err != nil {
+		Missing(t, "%s not found (%v); install it (scripts/install-deps.sh installs it in CI)", tool, err)
+	}
+	return p
 }
 
 // Missing skips t with the message outside CI and fails it when CI=true.

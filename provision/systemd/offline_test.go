@@ -3,10 +3,11 @@ package systemd
 import (
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/gpufleet/clearml-agent-go/internal/testenv"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -32,15 +33,7 @@ WantedBy=clearml-agent.target
 )
 
 // needSystemctl skips without systemctl, except in CI.
-func needSystemctl(t *testing.T) {
-	t.Helper()
-	if _, err := exec.LookPath("systemctl"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("systemctl not found: %v; apt-get install -y systemd", err)
-		}
-		t.Skipf("systemctl not found: %v; apt-get install -y systemd", err)
-	}
-}
+func needSystemctl(t *testing.T) { testenv.Need(t, "systemctl") }
 
 // writeImage lays out a minimal image root with the agent target and template.
 func writeImage(t *testing.T, files map[string]string) string {
