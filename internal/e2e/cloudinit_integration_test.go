@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -80,9 +81,9 @@ func TestIntegrationBootCloudInit(t *testing.T) {
 	}
 	installs := func() int {
 		out, _ := m.Exec(t.Context(), "grep", "-c", "installed clearml-agent-go", "/var/log/cloud-init-output.log")
-		n := 0
-		for _, c := range strings.TrimSpace(out) {
-			n = n*10 + int(c-'0')
+		n, err := strconv.Atoi(strings.TrimSpace(out))
+		if err != nil {
+			t.Fatalf("count the installs in cloud-init-output.log: %q", out)
 		}
 		return n
 	}

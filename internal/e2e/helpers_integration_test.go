@@ -62,6 +62,22 @@ func repoRoot(t *testing.T) string {
 	return abs
 }
 
+// scratch holds what the tests build once per test binary (the release,
+// the host's agent-provision); TestMain removes it.
+var scratch string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "clearml-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	scratch = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
 // release builds the release tarball with scripts/release.sh once per test
 // binary and returns its path and sha256.
 type releaseInfo struct{ Tarball, SHA256 string }
@@ -73,7 +89,7 @@ func release(t *testing.T) releaseInfo {
 	if releaseCache != nil {
 		return *releaseCache
 	}
-	out := filepath.Join(os.TempDir(), "clearml-e2e-release-"+strconv.Itoa(os.Getpid()))
+	out := filepath.Join(scratch, "release")
 	cmd := exec.CommandContext(t.Context(), "bash", filepath.Join(repoRoot(t), "scripts/release.sh"), "--version", "0.0.0-e2e", "--out", out)
 	cmd.Dir = repoRoot(t)
 	var stderr bytes.Buffer
@@ -113,7 +129,7 @@ var hostProvisionBin string
 func hostProvision(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	if hostProvisionBin == "" {
-		bin := filepath.Join(os.TempDir(), "clearml-e2e-agent-provision-"+strconv.Itoa(os.Getpid()))
+		bin := filepath.Join(scratch, "agent-provision")
 		if out, err := exec.CommandContext(t.Context(), "go", "build", "-o", bin, "../../cmd/agent-provision").CombinedOutput(); err != nil {
 			t.Fatalf("go build agent-provision: %v\n%s", err, out)
 		}

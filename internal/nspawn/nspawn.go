@@ -303,7 +303,23 @@ func (m *Machine) sleep(ctx context.Context, d time.Duration) error {
 
 // childNamed returns the pid of a child of parent whose comm is name, or 0.
 func childNamed(parent int, name string) int {
+	for _, p := range processes() {
+		if p.ppid == parent && p.comm == name {
+			return p.pid
+		}
+	}
+	return 0
+}
+
+type proc struct {
+	pid, ppid int
+	comm      string
+}
+
+// processes lists every process in /proc with its parent and comm.
+func processes() []proc {
 	ents, _ := os.ReadDir("/proc")
+	var out []proc
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
@@ -320,14 +336,13 @@ func childNamed(parent int, name string) int {
 			continue
 		}
 		f := strings.Fields(s[close+1:])
-		if len(f) < 2 || s[open+1:close] != name {
+		if len(f) < 2 {
 			continue
 		}
-		if ppid, _ := strconv.Atoi(f[1]); ppid == parent {
-			return pid
-		}
+		ppid, _ := strconv.Atoi(f[1])
+		out = append(out, proc{pid: pid, ppid: ppid, comm: s[open+1 : close]})
 	}
-	return 0
+	return out
 }
 
 // Exec runs args inside the container (all namespaces of its PID 1, a clean
@@ -413,32 +428,19 @@ func Process(t testing.TB, root string, env []string, out io.Writer, args ...str
 // FindProcess returns the host pid of the first process below ancestor
 // whose command line contains substr, or 0.
 func FindProcess(ancestor int, substr string) int {
-	entries, _ := os.ReadDir("/proc")
+	ps := processes()
 	parent := map[int]int{}
-	var matches []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		st, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		s := string(st)
-		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-		if len(f) < 2 {
-			continue
-		}
-		parent[pid], _ = strconv.Atoi(f[1])
-		if cl, err := os.ReadFile("/proc/" + e.Name() + "/cmdline"); err == nil && strings.Contains(strings.ReplaceAll(string(cl), "\x00", " "), substr) {
-			matches = append(matches, pid)
-		}
+	for _, p := range ps {
+		parent[p.pid] = p.ppid
 	}
-	for _, pid := range matches {
-		for p := parent[pid]; p > 1; p = parent[p] {
-			if p == ancestor {
-				return pid
+	for _, p := range ps {
+		cl, err := os.ReadFile("/proc/" + strconv.Itoa(p.pid) + "/cmdline")
+		if err != nil || !strings.Contains(strings.ReplaceAll(string(cl), "\x00", " "), substr) {
+			continue
+		}
+		for a := parent[p.pid]; a > 1; a = parent[a] {
+			if a == ancestor {
+				return p.pid
 			}
 		}
 	}
