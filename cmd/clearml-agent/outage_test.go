@@ -53,6 +53,9 @@ func doneAt(t *testing.T, e *env, id string) (time.Time, bool) {
 	if err != nil {
 		return time.Time{}, false
 	}
+	if len(strings.TrimSpace(string(b))) == 0 {
+		return time.Time{}, false // created, not written yet
+	}
 	ns, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
 	if err != nil {
 		t.Fatalf("done file %q: %v", b, err)
@@ -80,6 +83,9 @@ open(os.path.join(os.environ["GATE"], os.environ["CLEARML_TASK_ID"] + ".done"), 
 	id := srv.scriptTask(t, "flood", "python3", "flood.py", script, nil)
 	srv.enqueue(t, id, "q")
 	a := startAgent(t, e, "daemon", "--queue", "q", "--cpu-only")
+	// A failed assertion must not leave the server cut off while the agent
+	// is stopped (it would drain for its whole timeout).
+	t.Cleanup(func() { srv.SetOutage(emulator.OutageNone) })
 	waitFor(t, "the first line", func() bool { return strings.Contains(srv.logText(id), "line 0000000") })
 	srv.SetOutage(emulator.OutageReset)
 	cut := time.Now()
@@ -120,6 +126,7 @@ while True:
 	id := srv.scriptTask(t, "abort-in-outage", "python3", "loop.py", script, nil)
 	srv.enqueue(t, id, "q")
 	a := startAgent(t, e, "daemon", "--queue", "q", "--cpu-only")
+	t.Cleanup(func() { srv.SetOutage(emulator.OutageNone) })
 	waitFor(t, "the task running", func() bool { return strings.Contains(srv.logText(id), "line 0000010") })
 	srv.SetOutage(emulator.OutageReset)
 	cut := time.Now()
